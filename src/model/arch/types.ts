@@ -1,0 +1,50 @@
+/**
+ * An architecture family (BERT, GPT-2, Llama, …) is one declarative unit: how to read its config,
+ * which Hugging Face classes it serves, and two graph functions, `body` and `head`.
+ *
+ *   body: input_ids [batch, seq] (int64), attention_mask [batch, seq] (int64)
+ *         → hidden.0 … hidden.L [batch, seq, hidden]   (HF output_hidden_states order)
+ *   head: rows [n, hidden] (chosen positions of the last hidden state) → logits [n, outputs]
+ *
+ * Splitting body and head is what lets scorers project onto the vocabulary only at the positions
+ * they need (most of the cost of masked scoring is that projection).
+ */
+import type { GraphBuilder } from '../graph/build.js';
+import type { ConfigReader } from '../config.js';
+
+export type Task = 'masked-lm' | 'causal-lm' | 'sequence-classification';
+
+/** Facts every caller needs, whatever the family. */
+export interface ModelShape {
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  intermediateSize: number;
+  vocabSize: number;
+  maxPositions: number;
+  /** Width of the head's output: vocabulary size for LMs, number of labels for classifiers. */
+  outputSize: number;
+  /** Classifier label names by index (from id2label), when the task is sequence-classification. */
+  labels?: string[];
+}
+
+export interface Family<C> {
+  /** Short name, e.g. "bert". */
+  readonly name: string;
+  /** `model_type` values in config.json this family reads. */
+  readonly modelTypes: readonly string[];
+  /** Hugging Face classes (config `architectures[0]`) and the task each one is. */
+  readonly classes: Readonly<Record<string, Task>>;
+  /** The paper / reference this implements, for the record. */
+  readonly reference: string;
+  parseConfig(cfg: ConfigReader, task: Task): C;
+  shape(cfg: C, task: Task): ModelShape;
+  body(b: GraphBuilder, cfg: C): void;
+  head(b: GraphBuilder, cfg: C, task: Task, rows: string): string;
+}
+
+// A family is generic in its config type; the registry stores them erased.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyFamily = Family<any>;

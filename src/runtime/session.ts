@@ -1,0 +1,188 @@
+/**
+ * Running a checkpoint on onnxruntime-node. Three graphs are built from the same weights:
+ *   body      input_ids, attention_mask → hidden.0 … hidden.L
+ *   logits    rows [n, hidden] → logits [n, outputs]
+ *   logprobs  rows [n, hidden], targets [n] → log softmax(logits)[target]  [n]
+ * so that the vocabulary projection runs only at the rows a scorer asks for.
+ */
+import ort from 'onnxruntime-node';
+import type { Checkpoint } from '../model/checkpoint.js';
+import { weightSource } from '../model/checkpoint.js';
+import { GraphBuilder } from '../model/graph/build.js';
+import { graphToOnnx } from '../model/graph/to-onnx.js';
+import type { Graph } from '../model/graph/ir.js';
+
+export interface RuntimeOptions {
+  /** Intra-op threads (default: ORT's choice, all physical cores). */
+  threads?: number;
+}
+
+export type ModelLike = Pick<Checkpoint, 'family' | 'config' | 'task' | 'shape' | 'params' | 'dir' | 'weightFiles'>;
+
+export function buildBodyGraph(m: ModelLike): Graph {
+  const b = new GraphBuilder('body', weightSource(m));
+  m.family.body(b, m.config);
+  return b.graph;
+}
+
+export function buildHeadGraph(m: ModelLike, kind: 'logits' | 'logprobs'): Graph {
+  const b = new GraphBuilder(`head-${kind}`, weightSource(m));
+  const H = m.shape.hiddenSize;
+  const rows = b.input('rows', 'float32', ['n', H]);
+  const logits = m.family.head(b, m.config, m.task, rows);
+  if (kind === 'logits') {
+    b.output(logits, 'logits', 'float32', ['n', m.shape.outputSize]);
+  } else {
+    const targets = b.input('targets', 'int64', ['n']);
+    const lsm = b.logSoftmax(logits, -1);
+    const picked = b.gatherElements(lsm, b.unsqueeze(targets, [1]), 1);
+    b.output(b.squeeze(picked, [1]), 'logprobs', 'float32', ['n']);
+  }
+  return b.graph;
+}
+
+function sessionOptions(opts: RuntimeOptions): ort.InferenceSession.SessionOptions {
+  const o: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    interOpNumThreads: 1,
+  };
+  if (opts.threads !== undefined) o.intraOpNumThreads = opts.threads;
+  return o;
+}
+
+/** A right-padded batch of token id sequences. */
+export interface PaddedBatch {
+  batch: number;
+  seq: number;
+  lengths: number[];
+  inputIds: BigInt64Array;
+  attentionMask: BigInt64Array;
+}
+
+export function padBatch(seqs: readonly (readonly number[])[], padId: number): PaddedBatch {
+  const batch = seqs.length;
+  const seq = Math.max(1, ...seqs.map((s) => s.length));
+  const inputIds = new BigInt64Array(batch * seq).fill(BigInt(padId));
+  const attentionMask = new BigInt64Array(batch * seq);
+  seqs.forEach((s, r) => {
+    for (let j = 0; j < s.length; j++) {
+      inputIds[r * seq + j] = BigInt(s[j]!);
+      attentionMask[r * seq + j] = 1n;
+    }
+  });
+  return { batch, seq, lengths: seqs.map((s) => s.length), inputIds, attentionMask };
+}
+
+export class ModelRunner {
+  private heads = new Map<'logits' | 'logprobs', Promise<ort.InferenceSession>>();
+
+  private constructor(
+    readonly model: ModelLike,
+    private readonly body: ort.InferenceSession,
+    private readonly opts: RuntimeOptions,
+  ) {}
+
+  static async create(model: ModelLike, opts: RuntimeOptions = {}): Promise<ModelRunner> {
+    const body = await ort.InferenceSession.create(graphToOnnx(buildBodyGraph(model)), sessionOptions(opts));
+    return new ModelRunner(model, body, opts);
+  }
+
+  get numLayers(): number {
+    return this.model.shape.numLayers;
+  }
+
+  get hiddenSize(): number {
+    return this.model.shape.hiddenSize;
+  }
+
+  private head(kind: 'logits' | 'logprobs'): Promise<ort.InferenceSession> {
+    let s = this.heads.get(kind);
+    if (s === undefined) {
+      s = ort.InferenceSession.create(graphToOnnx(buildHeadGraph(this.model, kind)), sessionOptions(this.opts));
+      this.heads.set(kind, s);
+    }
+    return s;
+  }
+
+  /**
+   * Hidden states of a padded batch: for each requested layer index (0 = embeddings, L = last, as
+   * HF's hidden_states), a Float32Array [batch, seq, hidden].
+   */
+  async hidden(batch: PaddedBatch, layers: readonly number[] = [this.numLayers]): Promise<Float32Array[]> {
+    const dims = [batch.batch, batch.seq];
+    const feeds = {
+      input_ids: new ort.Tensor('int64', batch.inputIds, dims),
+      attention_mask: new ort.Tensor('int64', batch.attentionMask, dims),
+    };
+    const names = layers.map((l) => {
+      if (!Number.isInteger(l) || l < 0 || l > this.numLayers) throw new RangeError(`hidden layer ${l} outside 0..${this.numLayers}`);
+      return `hidden.${l}`;
+    });
+    const out = await this.body.run(feeds, names);
+    return names.map((n) => out[n]!.data as Float32Array);
+  }
+
+  /** Head logits for n rows of hidden states ([n, hidden] row-major). */
+  async logits(rows: Float32Array, n: number): Promise<Float32Array> {
+    if (n === 0) return new Float32Array(0);
+    const s = await this.head('logits');
+    const out = await s.run({ rows: new ort.Tensor('float32', rows, [n, this.hiddenSize]) });
+    return out['logits']!.data as Float32Array;
+  }
+
+  /** log softmax(head(rows))[target] for each of n rows. */
+  async logprobs(rows: Float32Array, targets: readonly number[]): Promise<Float32Array> {
+    const n = targets.length;
+    if (n === 0) return new Float32Array(0);
+    const s = await this.head('logprobs');
+    const out = await s.run({
+      rows: new ort.Tensor('float32', rows, [n, this.hiddenSize]),
+      targets: new ort.Tensor('int64', BigInt64Array.from(targets, (t) => BigInt(t)), [n]),
+    });
+    return out['logprobs']!.data as Float32Array;
+  }
+
+  async dispose(): Promise<void> {
+    await this.body.release();
+    for (const s of this.heads.values()) await (await s).release();
+  }
+}
+
+/** Copy rows (batchRow, position) of a [batch, seq, hidden] array into a [n, hidden] array. */
+export function gatherRows(hidden: Float32Array, seq: number, width: number, at: readonly (readonly [number, number])[]): Float32Array {
+  const out = new Float32Array(at.length * width);
+  at.forEach(([r, p], i) => {
+    const start = (r * seq + p) * width;
+    out.set(hidden.subarray(start, start + width), i * width);
+  });
+  return out;
+}
+
+/**
+ * Group items into batches of similar length (length bucketing): sort by length, then fill each
+ * batch while rows·maxLength stays within `maxTokens` (a batch always takes at least one item).
+ * Returns groups of item indices; every index appears exactly once.
+ */
+export function lengthBuckets(lengths: readonly number[], rowsPerItem: readonly number[], maxTokens: number): number[][] {
+  const order = lengths.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
+  const groups: number[][] = [];
+  let cur: number[] = [];
+  let rows = 0;
+  let maxLen = 0;
+  for (const i of order) {
+    const newRows = rows + rowsPerItem[i]!;
+    const newMax = Math.max(maxLen, lengths[i]!);
+    if (cur.length > 0 && newRows * newMax > maxTokens) {
+      groups.push(cur);
+      cur = [];
+      rows = 0;
+      maxLen = 0;
+    }
+    cur.push(i);
+    rows += rowsPerItem[i]!;
+    maxLen = Math.max(maxLen, lengths[i]!);
+  }
+  if (cur.length > 0) groups.push(cur);
+  return groups;
+}

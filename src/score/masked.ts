@@ -1,0 +1,69 @@
+/**
+ * Masked-LM scoring. For a token sequence and a set of positions, each position is replaced by
+ * [MASK] alone, in its own copy of the sequence, and log P(original token) is read at that position.
+ * The pseudo-log-likelihood (Salazar et al. 2020; Nangia et al. 2020 for CrowS-Pairs) is the sum over
+ * every non-special position. The masked copies of one sequence always go through the model in the
+ * same batch; several sequences of similar length share a batch.
+ */
+import { ModelRunner, gatherRows, lengthBuckets, padBatch } from '../runtime/session.js';
+import { DEFAULT_MAX_TOKENS, type ScoreOptions } from './causal.js';
+
+export interface MaskedJob {
+  /** The full token ids, special tokens included ([CLS] … [SEP]). */
+  ids: readonly number[];
+  /** Positions to mask one at a time and score. */
+  positions: readonly number[];
+}
+
+export async function maskedTokenLogprobs(
+  runner: ModelRunner,
+  maskId: number,
+  padId: number,
+  jobs: readonly MaskedJob[],
+  opts: ScoreOptions = {},
+): Promise<Float32Array[]> {
+  const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
+  const maxLen = runner.model.shape.maxPositions;
+  jobs.forEach((j, i) => {
+    if (j.ids.length > maxLen) throw new RangeError(`text ${i}: ${j.ids.length} tokens exceed the model's ${maxLen} positions`);
+    for (const p of j.positions) if (!Number.isInteger(p) || p < 0 || p >= j.ids.length) throw new RangeError(`text ${i}: position ${p} outside the sequence`);
+  });
+  const results: Float32Array[] = jobs.map((j) => new Float32Array(j.positions.length));
+  const H = runner.hiddenSize;
+  const groups = lengthBuckets(jobs.map((j) => j.ids.length), jobs.map((j) => j.positions.length), maxTokens);
+  for (const group of groups) {
+    const rows: number[][] = [];
+    const at: [number, number][] = [];
+    const targets: number[] = [];
+    for (const i of group) {
+      const { ids, positions } = jobs[i]!;
+      for (const p of positions) {
+        const copy = ids.slice();
+        copy[p] = maskId;
+        at.push([rows.length, p]);
+        targets.push(ids[p]!);
+        rows.push(copy);
+      }
+    }
+    if (rows.length === 0) continue;
+    const batch = padBatch(rows, padId);
+    const [last] = await runner.hidden(batch, [runner.numLayers]);
+    const lp = await runner.logprobs(gatherRows(last!, batch.seq, H, at), targets);
+    let off = 0;
+    for (const i of group) {
+      const n = jobs[i]!.positions.length;
+      results[i]!.set(lp.subarray(off, off + n));
+      off += n;
+    }
+  }
+  return results;
+}
+
+/** Positions of every non-special token: the pseudo-log-likelihood's scored positions. */
+export function nonSpecialPositions(ids: readonly number[], specialIds: ReadonlySet<number>): number[] {
+  const out: number[] = [];
+  ids.forEach((id, p) => {
+    if (!specialIds.has(id)) out.push(p);
+  });
+  return out;
+}
