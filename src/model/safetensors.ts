@@ -347,7 +347,14 @@ export function writeSafetensors(
   tensors: Iterable<[string, RawTensor]>,
   metadata: Record<string, string> = { format: 'pt' },
 ): void {
-  const { header, chunks } = layout(tensors, metadata);
+  let header: Uint8Array;
+  let chunks: Uint8Array[];
+  try {
+    ({ header, chunks } = layout(tensors, metadata));
+  } catch (e) {
+    if (e instanceof DikeError && e.file === '') throw new DikeError(path, e.place, e.problem);
+    throw e;
+  }
   const tmp = nodePath.join(
     nodePath.dirname(path),
     `.${nodePath.basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`,

@@ -1,0 +1,75 @@
+/** Locating the repository and the shared fixtures (`../shared` relative to the repository root). */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
+
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('package.json not found above the test file');
+    dir = up;
+  }
+  return dir;
+}
+
+export const SHARED = path.resolve(repoRoot(), '..', 'shared');
+export const MODELS = path.join(SHARED, 'models');
+export const DATA = path.join(SHARED, 'data');
+
+export function modelDir(name: string): string {
+  return path.join(MODELS, name);
+}
+
+export interface GoldenText {
+  text: string;
+  tokens: string[];
+  ids: number[];
+  input_ids?: number[];
+  logprobs?: number[];
+  total?: number;
+  pll_positions?: number[];
+  pll_logprobs?: number[];
+  pll_total?: number;
+  logits?: number[];
+  probs?: number[];
+  predicted_label?: string;
+}
+
+export interface Golden {
+  model: string;
+  architecture: string;
+  texts: GoldenText[];
+  batch: { input_ids: number[][]; attention_mask: number[][]; pad_token_id: number };
+  logits_stored_for_texts: number[];
+  num_hidden_entries: number;
+}
+
+export function readGolden(model: string): { golden: Golden; tensors: Map<string, { shape: number[]; data: Float32Array }> } {
+  const golden = JSON.parse(readFileSync(path.join(modelDir(model), 'golden.json'), 'utf8')) as Golden;
+  const st = readSafetensors(path.join(modelDir(model), 'golden.safetensors'));
+  const tensors = new Map([...st.tensors].map(([k, t]) => [k, { shape: t.shape, data: toFloat32(t) }]));
+  return { golden, tensors };
+}
+
+/** Largest |a − b| over two equal-length arrays (throws on a length mismatch). */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} ≠ ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+/** log softmax of one row, in float64. */
+export function logSoftmaxRow(row: ArrayLike<number>): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) max = Math.max(max, row[i]!);
+  let s = 0;
+  for (let i = 0; i < row.length; i++) s += Math.exp(row[i]! - max);
+  const lse = max + Math.log(s);
+  return Float64Array.from({ length: row.length }, (_, i) => row[i]! - lse);
+}
