@@ -333,9 +333,9 @@ function templateProcessing(single: TemplateItem[], pair: TemplateItem[], tokenI
   const special_tokens: Record<string, { id: string; ids: number[]; tokens: string[] }> = {};
   for (const item of [...single, ...pair]) {
     if ('SpecialToken' in item) {
-      const tok = item.SpecialToken.id;
-      const id = tokenIds.get(tok);
-      special_tokens[tok] = { id: tok, ids: id === undefined ? [] : [id], tokens: [tok] };
+      const content = item.SpecialToken.id;
+      const id = tokenIds.get(content);
+      special_tokens[content] = { id: content, ids: id === undefined ? [] : [id], tokens: [content] };
     }
   }
   return { type: 'TemplateProcessing', single, pair, special_tokens };
@@ -343,6 +343,28 @@ function templateProcessing(single: TemplateItem[], pair: TemplateItem[], tokenI
 
 const tok = (id: string, type_id: number): TemplateItem => ({ SpecialToken: { id, type_id } });
 const seq = (id: 'A' | 'B', type_id: number): TemplateItem => ({ Sequence: { id, type_id } });
+
+/**
+ * TemplateProcessing "[before:0] $A:0 [after:0]" for one text, and for a pair the same followed by
+ * "[beforeB:1] $B:1 [afterB:1]" (absent tokens are left out).
+ */
+function wrapTemplate(
+  before: string | undefined,
+  after: string | undefined,
+  beforeB: string | undefined,
+  afterB: string | undefined,
+  tokenIds: ReadonlyMap<string, number>,
+): Json {
+  const single: TemplateItem[] = [];
+  if (before !== undefined) single.push(tok(before, 0));
+  single.push(seq('A', 0));
+  if (after !== undefined) single.push(tok(after, 0));
+  const pair = [...single];
+  if (beforeB !== undefined) pair.push(tok(beforeB, 1));
+  pair.push(seq('B', 1));
+  if (afterB !== undefined) pair.push(tok(afterB, 1));
+  return templateProcessing(single, pair, tokenIds);
+}
 
 function idsOf(vocab: ReadonlyMap<string, number>, added: AddedTokenJson[]): Map<string, number> {
   const m = new Map(vocab);
@@ -380,16 +402,10 @@ function buildWordPiece(dir: string, tc: TokenizerConfig, stm: Json | undefined,
   const added = mergeAddedTokens([], addedTokensDecoder(tc), specials, vocab);
   const ids = idsOf(vocab, added);
 
+  // BertConverter: "[CLS]:0 $A:0 [SEP]:0" / "[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1".
   const cls = specials.named.get('cls')?.content;
   const sep = specials.named.get('sep')?.content;
-  const single: TemplateItem[] = [];
-  const pair: TemplateItem[] = [];
-  if (cls !== undefined) single.push(tok(cls, 0)), pair.push(tok(cls, 0));
-  single.push(seq('A', 0));
-  pair.push(seq('A', 0));
-  if (sep !== undefined) single.push(tok(sep, 0)), pair.push(tok(sep, 0));
-  pair.push(seq('B', 1));
-  if (sep !== undefined) pair.push(tok(sep, 1));
+  const post = wrapTemplate(cls, sep, undefined, sep, ids);
 
   const unk = specials.named.get('unk')?.content;
   const json: Json = {
@@ -411,7 +427,7 @@ function buildWordPiece(dir: string, tc: TokenizerConfig, stm: Json | undefined,
       max_input_chars_per_word: 100,
       vocab: Object.fromEntries(vocab),
     },
-    post_processor: templateProcessing(single, pair, ids),
+    post_processor: post,
     decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
   };
   return { kind: 'wordpiece', file, json, specials };
@@ -455,7 +471,7 @@ function buildByteLevelBpe(dir: string, tc: TokenizerConfig, stm: Json | undefin
   let post: Json | null = null;
   const bos = specials.named.get('bos')?.content;
   if (tc.bool('add_bos_token', false) && bos !== undefined) {
-    post = templateProcessing([tok(bos, 0), seq('A', 0)], [tok(bos, 0), seq('A', 0), seq('B', 1)], ids);
+    post = wrapTemplate(bos, undefined, undefined, undefined, ids);
   }
   const addPrefixSpace = tc.bool('add_prefix_space', false);
   const json: Json = {
@@ -527,16 +543,10 @@ function buildFromTokenizerJson(dir: string, tc: TokenizerConfig, stm: Json | un
     const eos = specials.named.get('eos')?.content;
     const addBos = tc.bool('add_bos_token', false) && bos !== undefined;
     const addEos = tc.bool('add_eos_token', false) && eos !== undefined;
-    const single: TemplateItem[] = [];
-    const pair: TemplateItem[] = [];
-    if (addBos) single.push(tok(bos!, 0)), pair.push(tok(bos!, 0));
-    single.push(seq('A', 0));
-    pair.push(seq('A', 0));
-    if (addEos) single.push(tok(eos!, 0)), pair.push(tok(eos!, 0));
-    if (addBos) pair.push(tok(bos!, 1));
-    pair.push(seq('B', 1));
-    if (addEos) pair.push(tok(eos!, 1));
-    json.post_processor = addBos || addEos ? templateProcessing(single, pair, idsOf(vocab, added)) : null;
+    json.post_processor =
+      addBos || addEos
+        ? wrapTemplate(addBos ? bos : undefined, addEos ? eos : undefined, addBos ? bos : undefined, addEos ? eos : undefined, idsOf(vocab, added))
+        : null;
   }
   return { kind: 'tokenizer.json', file, json, specials };
 }
@@ -555,6 +565,33 @@ function modelVocab(file: string, model: Json): Map<string, number> {
     throw new DikeError(file, 'model.vocab', 'missing or not an object');
   }
   return out;
+}
+
+/*
+ * Library workarounds for its BertNormalizer, applied to the text before the library sees it:
+ * - `handle_chinese_chars` walks UTF-16 code units, so CJK ideographs outside the BMP (Extension B
+ *   and later, U+20000..U+2CEAF, and the compatibility supplement U+2F800..U+2FA1F) are not
+ *   surrounded by spaces. HF does, so "a\u{20000}b" is a, [UNK], b there but one [UNK] here.
+ *   Adding the spaces first gives HF's result: spaces survive clean_text and the later steps.
+ * - `clean_text` drops \p{Cc}, \p{Cf}, \p{Co}, \p{Cs} but keeps unassigned code points (\p{Cn});
+ *   HF (Rust `is_other`, and Python's BertTokenizer `category.startswith("C")`) drops those too.
+ * Both act on the whole text, before added tokens are matched, where HF acts after that split;
+ * the difference shows only for an added token that itself contains such characters.
+ */
+const ASTRAL_CJK = /[\u{20000}-\u{2A6DF}\u{2A700}-\u{2B73F}\u{2B740}-\u{2B81F}\u{2B820}-\u{2CEAF}\u{2F800}-\u{2FA1F}]/gu;
+const UNASSIGNED = /\p{Cn}/gu;
+
+function bertTextFix(json: Json): ((text: string) => string) | undefined {
+  const n = json.normalizer;
+  if (!isObject(n) || n.type !== 'BertNormalizer') return undefined;
+  const clean = n.clean_text === true;
+  const cjk = n.handle_chinese_chars === true;
+  if (!clean && !cjk) return undefined;
+  return (text) => {
+    if (clean) text = text.replace(UNASSIGNED, '');
+    if (cjk) text = text.replace(ASTRAL_CJK, ' $& ');
+    return text;
+  };
 }
 
 /**
@@ -620,6 +657,7 @@ class HfBackedTokenizer implements Tokenizer {
   readonly special: SpecialTokenIds;
   readonly specialIds: ReadonlySet<number>;
   private readonly cleanUpSpaces: boolean;
+  private readonly prepare: (text: string) => string;
 
   constructor(
     private readonly dir: string,
@@ -631,6 +669,7 @@ class HfBackedTokenizer implements Tokenizer {
   ) {
     this.kind = built.kind;
     this.cleanUpSpaces = tc.bool('clean_up_tokenization_spaces', false);
+    this.prepare = bertTextFix(built.json) ?? ((text) => text);
 
     // get_vocab walks the library's id → token array, which may have holes (key `undefined`).
     const vocab = inner.get_vocab(true);
@@ -656,12 +695,14 @@ class HfBackedTokenizer implements Tokenizer {
   }
 
   encode(text: string, opts?: { addSpecialTokens?: boolean }): Encoded {
-    const enc = this.inner.encode(text, { add_special_tokens: opts?.addSpecialTokens ?? true });
+    const enc = this.inner.encode(this.prepare(text), { add_special_tokens: opts?.addSpecialTokens ?? true });
     return { ids: this.checkIds(enc), tokens: enc.tokens };
   }
 
   encodePair(a: string, b: string, opts?: { addSpecialTokens?: boolean }): EncodedPair {
     const addSpecialTokens = opts?.addSpecialTokens ?? true;
+    a = this.prepare(a);
+    b = this.prepare(b);
     const enc = this.inner.encode(a, { text_pair: b, add_special_tokens: addSpecialTokens, return_token_type_ids: true });
     const ids = this.checkIds(enc);
     let typeIds = enc.token_type_ids;

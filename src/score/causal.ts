@@ -3,6 +3,7 @@
  * the model's bos token (<|endoftext|> for GPT-2). This is what lm-evaluation-harness computes for
  * a continuation with an empty context (the EOT token stands in as the context).
  */
+import { DikeError } from '../errors.js';
 import { ModelRunner, gatherRows, lengthBuckets, padBatch } from '../runtime/session.js';
 
 export interface CausalJob {
@@ -22,7 +23,7 @@ export async function causalTokenLogprobs(runner: ModelRunner, bos: number, jobs
   const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
   const maxLen = runner.model.shape.maxPositions;
   const seqs = jobs.map((j, i) => {
-    if (j.ids.length + 1 > maxLen) throw new RangeError(`text ${i}: ${j.ids.length} tokens + BOS exceed the model's ${maxLen} positions`);
+    if (j.ids.length + 1 > maxLen) throw new DikeError('', `text ${i + 1}`, `${j.ids.length} tokens + BOS exceed the model's ${maxLen} positions`);
     return [bos, ...j.ids];
   });
   const results: Float32Array[] = new Array(jobs.length);

@@ -5,6 +5,7 @@
  * every non-special position. The masked copies of one sequence always go through the model in the
  * same batch; several sequences of similar length share a batch.
  */
+import { DikeError } from '../errors.js';
 import { ModelRunner, gatherRows, lengthBuckets, padBatch } from '../runtime/session.js';
 import { DEFAULT_MAX_TOKENS, type ScoreOptions } from './causal.js';
 
@@ -25,7 +26,7 @@ export async function maskedTokenLogprobs(
   const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
   const maxLen = runner.model.shape.maxPositions;
   jobs.forEach((j, i) => {
-    if (j.ids.length > maxLen) throw new RangeError(`text ${i}: ${j.ids.length} tokens exceed the model's ${maxLen} positions`);
+    if (j.ids.length > maxLen) throw new DikeError('', `text ${i + 1}`, `${j.ids.length} tokens exceed the model's ${maxLen} positions`);
     for (const p of j.positions) if (!Number.isInteger(p) || p < 0 || p >= j.ids.length) throw new RangeError(`text ${i}: position ${p} outside the sequence`);
   });
   const results: Float32Array[] = jobs.map((j) => new Float32Array(j.positions.length));
