@@ -1,0 +1,103 @@
+/**
+ * A benchmark is one declarative unit: a name, the dataset it reads, its scorers, and one function
+ * that turns a model into a BenchmarkResult. Results are plain JSON; every item keeps its id so that
+ * a dense and a compressed run can be paired item by item.
+ */
+import type { Checkpoint } from '../model/checkpoint.js';
+import type { ModelRunner } from '../runtime/session.js';
+import type { Task } from '../model/arch/types.js';
+
+/** A score with its 95% bootstrap confidence interval and item count. */
+export interface ScoreCI {
+  score: number;
+  ci95: [number, number];
+  n: number;
+}
+
+/** One item's contribution, kept for pairing and for compression-identified exemplars. */
+export interface ItemScore {
+  /** Stable id within the benchmark (e.g. the CSV row index, the StereoSet sentence id). */
+  id: string;
+  /** The group the item belongs to (bias type, domain, category, test). */
+  group: string;
+  /** The item's continuous score (e.g. a log-likelihood difference). */
+  score: number;
+  /** Binary outcome where the benchmark has one (1 = biased choice), null when neutral/undefined. */
+  outcome?: 0 | 1 | null;
+  /** Benchmark-specific numbers for the item (sentence scores, token counts, …). */
+  detail?: Record<string, number | string | boolean | null>;
+}
+
+export interface DataFileRecord {
+  /** Path relative to the data directory. */
+  file: string;
+  sha256: string;
+}
+
+export interface BenchmarkResult extends ScoreCI {
+  benchmark: string;
+  scorer: string;
+  /** What `score` is, in words (e.g. "% pairs preferring the more stereotypical sentence"). */
+  metric: string;
+  groups: Record<string, ScoreCI>;
+  /** Further named numbers (stereotype score, LMS, ICAT, …), each with its CI where meaningful. */
+  extra: Record<string, ScoreCI | number>;
+  items: ItemScore[];
+  data: DataFileRecord[];
+  seed: number;
+  resamples: number;
+}
+
+/** A data file the benchmark reads, with its canonical download and checksum. */
+export interface DataFile {
+  /** Path relative to the dataset folder. */
+  path: string;
+  url: string;
+  sha256: string;
+  bytes: number;
+}
+
+/** A dataset: a folder of files under the data directory (e.g. `crows-pairs/`). */
+export interface Dataset {
+  name: string;
+  folder: string;
+  license: string;
+  citation: string;
+  homepage: string;
+  files: readonly DataFile[];
+}
+
+export interface MeasureOptions {
+  scorer: string;
+  seed: number;
+  resamples: number;
+  /** Use only the first `limit` items (for tests and quick looks); undefined = all. */
+  limit?: number;
+  /** Called as work completes: done and total in the benchmark's own units. */
+  progress?: (done: number, total: number) => void;
+}
+
+export interface MeasureContext {
+  ckpt: Checkpoint;
+  runner: ModelRunner;
+  /** Root data directory (holds one folder per dataset). */
+  dataDir: string;
+}
+
+export interface ScorerSpec {
+  /** The tasks (model kinds) this scorer applies to. */
+  tasks: readonly Task[];
+  description: string;
+}
+
+export interface Benchmark {
+  name: string;
+  description: string;
+  /** Paper and reference code whose definition this implements. */
+  reference: string;
+  dataset: Dataset;
+  scorers: Readonly<Record<string, ScorerSpec>>;
+  /** The scorer used when none is named, for a model of this task. */
+  defaultScorer(task: Task): string | undefined;
+  run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult>;
+}
