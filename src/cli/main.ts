@@ -6,6 +6,7 @@
 import { DikeError } from '../errors.js';
 import { inspectCommand } from './inspect.js';
 import { logprobsCommand } from './logprobs.js';
+import { measureCommand } from './measure.js';
 import { UsageError } from './args.js';
 
 interface Command {
@@ -17,6 +18,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
   logprobs: logprobsCommand,
+  measure: measureCommand,
 };
 
 function help(): string {

@@ -225,7 +225,8 @@ function mean(xs: ArrayLike<number>): number {
 
 /** 100 · stereo hits / non-neutral stereo pairs (and likewise for antistereo), over a resample. */
 function directionScore(outcomes: PairOutcome[], direction: 'stereo' | 'antistereo', opts: { seed: number; resamples: number }): ScoreCI {
-  return bootstrapCI(
+  const counted = outcomes.filter((o) => o.direction === direction && !o.neutral).length;
+  const ci = bootstrapCI(
     outcomes.length,
     (idx) => {
       let hits = 0;
@@ -240,6 +241,7 @@ function directionScore(outcomes: PairOutcome[], direction: 'stereo' | 'antister
     },
     opts,
   );
+  return { ...ci, n: counted };
 }
 
 export const crowsPairs: Benchmark = {

@@ -1,9 +1,13 @@
 /** The one place benchmarks are registered: adding a benchmark is one file plus one line here. */
 import type { Benchmark, Dataset } from './types.js';
 import { crowsPairs } from './crows-pairs.js';
+import { seat } from './seat.js';
+import { stereoset } from './stereoset.js';
 
 export const BENCHMARKS: readonly Benchmark[] = [
   crowsPairs,
+  seat,
+  stereoset,
 ];
 
 export function findBenchmark(name: string): Benchmark | undefined {
