@@ -7,6 +7,7 @@ import { DikeError } from '../errors.js';
 import { inspectCommand } from './inspect.js';
 import { logprobsCommand } from './logprobs.js';
 import { measureCommand } from './measure.js';
+import { dataCommand } from './data.js';
 import { UsageError } from './args.js';
 
 interface Command {
@@ -19,6 +20,7 @@ const COMMANDS: Record<string, Command> = {
   inspect: inspectCommand,
   logprobs: logprobsCommand,
   measure: measureCommand,
+  data: dataCommand,
 };
 
 function help(): string {

@@ -53,7 +53,11 @@ export interface DataFile {
   /** Path relative to the dataset folder. */
   path: string;
   url: string;
+  /** SHA-256 of the file; '' when unknown (then `gitBlob` must be given). */
   sha256: string;
+  /** Git blob id (SHA-1 of "blob <size>\0" + content), for files whose SHA-256 is not recorded. */
+  gitBlob?: string;
+  /** Size in bytes; 0 when unknown. */
   bytes: number;
 }
 
