@@ -39,7 +39,6 @@
  * Confidence intervals: clusters are resampled with replacement and the whole per-target-averaged
  * statistic is recomputed (SS, LMS and ICAT from the same resamples; each domain separately).
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
@@ -47,9 +46,10 @@ import { ScoreCache } from '../score/cache.js';
 import type { CausalJob } from '../score/causal.js';
 import type { MaskedJob } from '../score/masked.js';
 import { causalBos, maskAndPadIds } from '../score/text.js';
-import { dataRecords, sha256Bytes } from './data.js';
+import { dataRecords } from './data.js';
+import { verify } from './fetch.js';
 import { bootstrapCI, subSeed } from './stats/bootstrap.js';
-import type { Benchmark, BenchmarkResult, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
+import type { Benchmark, BenchmarkResult, DataFile, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
 
 /** The official dev set: moinnadeem/StereoSet data/dev.json (unchanged since the initial commit c860b58). */
 export const STEREOSET_DEV_URL = 'https://raw.githubusercontent.com/moinnadeem/StereoSet/ead7d086a64a192a1eca88e0dd2fd163de375218/data/dev.json';
@@ -70,8 +70,9 @@ export const STEREOSET_DATASET: Dataset = {
     {
       path: 'dev.json',
       url: STEREOSET_DEV_URL,
-      // Unknown (see STEREOSET_DEV_GIT_BLOB): the file is checked by git blob id when it is read.
+      // SHA-256 and size unknown (see STEREOSET_DEV_GIT_BLOB): verified by git blob id, on fetch and on read.
       sha256: '',
+      gitBlob: STEREOSET_DEV_GIT_BLOB,
       bytes: 0,
     },
   ],
@@ -82,12 +83,13 @@ export const STEREOSET_DATASET: Dataset = {
  * from derived copies and cross-checked (see data/stereoset/SOURCE.md). It has no intersentence key
  * and no per-annotator `labels` for gender and profession; scoring uses neither. No download URL.
  */
-export const STEREOSET_LOCAL_ALTERNATIVE = {
+export const STEREOSET_LOCAL_ALTERNATIVE: DataFile = {
   path: 'dev_intrasentence.json',
+  url: '', // none: it is not downloadable, and so not in STEREOSET_DATASET.files
   sha256: '55372a7f6642e4ec65479966595aef3064aa48f2766e097de94182926f2490ba',
   gitBlob: 'db77a3458ec831341709a6f30a7806a053e300c5',
   bytes: 2391221,
-} as const;
+};
 
 export const STEREOSET_DOMAINS = ['gender', 'profession', 'race', 'religion'] as const;
 export type StereoDomain = (typeof STEREOSET_DOMAINS)[number];
@@ -110,11 +112,6 @@ export interface StereoCluster {
   context: string;
   /** In file order. */
   sentences: StereoSentence[];
-}
-
-/** Git's blob id of some bytes: SHA-1 of "blob <byte length>\0" followed by the bytes. */
-export function gitBlobId(bytes: Uint8Array): string {
-  return createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
 }
 
 /** Python's string.punctuation. */
@@ -247,18 +244,14 @@ export function readStereoSet(dataDir: string): { file: string; text: string } {
   };
   if (existsSync(official)) {
     const bytes = read(official);
-    const blob = gitBlobId(bytes);
-    if (blob !== STEREOSET_DEV_GIT_BLOB) {
-      throw new DikeError(official, '', `git blob id ${blob}, expected ${STEREOSET_DEV_GIT_BLOB} (moinnadeem/StereoSet data/dev.json); download ${STEREOSET_DEV_URL}`);
-    }
+    const problem = verify(STEREOSET_DATASET.files[0]!, bytes);
+    if (problem !== undefined) throw new DikeError(official, '', `not the official StereoSet dev set: ${problem}; download ${STEREOSET_DEV_URL}`);
     return { file: official, text: bytes.toString('utf8') };
   }
   if (existsSync(local)) {
     const bytes = read(local);
-    const sha = sha256Bytes(bytes);
-    if (sha !== STEREOSET_LOCAL_ALTERNATIVE.sha256) {
-      throw new DikeError(local, '', `SHA-256 ${sha}, expected ${STEREOSET_LOCAL_ALTERNATIVE.sha256}; use the official dev.json instead (${STEREOSET_DEV_URL})`);
-    }
+    const problem = verify(STEREOSET_LOCAL_ALTERNATIVE, bytes);
+    if (problem !== undefined) throw new DikeError(local, '', `not the verified reassembled copy: ${problem}; use the official dev.json instead (${STEREOSET_DEV_URL})`);
     return { file: local, text: bytes.toString('utf8') };
   }
   throw new DikeError(official, '', `missing stereoset data file (nor ${STEREOSET_LOCAL_ALTERNATIVE.path} beside it); run \`dike data fetch stereoset --data ${dataDir}\` or download ${STEREOSET_DEV_URL}`);
