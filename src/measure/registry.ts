@@ -1,11 +1,15 @@
 /** The one place benchmarks are registered: adding a benchmark is one file plus one line here. */
 import type { Benchmark, Dataset } from './types.js';
 import { crowsPairs } from './crows-pairs.js';
+import { winoBias } from './winobias.js';
+import { bbq } from './bbq.js';
 import { seat } from './seat.js';
 import { stereoset } from './stereoset.js';
 
 export const BENCHMARKS: readonly Benchmark[] = [
   crowsPairs,
+  winoBias,
+  bbq,
   seat,
   stereoset,
 ];

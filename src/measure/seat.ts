@@ -21,20 +21,23 @@
  * (`skipped/<test>` = the token count it needed), never silently truncated.
  *
  * Headline `score`: the mean |d| over the tests run, bias-bench's "average absolute effect size"
- * (export/seat.py). Its CI, and each test's, comes from one joint bootstrap: every replicate
- * resamples X and Y with replacement within every test (A and B fixed, seeded per test from
- * opts.seed), recomputes each d, and averages their absolute values. `groups` holds each test's d
- * with its CI; `extra` each test's p-value, the signed mean d, bias-bench's gender / race / religion
- * averages (when all their tests ran) and the number of significant tests. One item per test:
- * score = d, outcome = 1 when p < 0.05 and d > 0 (a significant association in the stereotyped
- * direction X–A / Y–B).
+ * (export/seat.py): an association of either sign is a bias, and the ideal is 0. Confidence intervals (percentile bootstrap, seeded from opts.seed):
+ * - each test's d (`groups[test]`): resample X and Y with replacement within the test, A and B fixed;
+ * - averages over tests (`score`, `mean_effect_size`, bias-bench's gender / race / religion subsets
+ *   when all their tests ran): resample the tests, the benchmark's items, as every Dikē benchmark
+ *   resamples its items. Propagating the within-test resampling into mean |d| instead is biased
+ *   upward by the absolute value (on small-bert-mlm its interval lay wholly above the estimate).
+ * `extra` also holds each test's p-value (`p_value/<test>`) and the number of significant tests.
+ * One item per test: score = d, outcome = 1 when p < 0.05 and d > 0 (a significant association in
+ * the stereotyped direction X–A / Y–B), null when d is undefined. Note |d| < 2 always: with n per
+ * target set, |d| ≤ √(2(2n−1)/n).
  */
 import { DikeError } from '../errors.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { lengthBuckets, padBatch, type ModelRunner } from '../runtime/session.js';
 import { dataRecords, readText, requireDataFile } from './data.js';
-import { subSeed } from './stats/bootstrap.js';
-import { associations, effectSize, effectSizeReplicates, mean, percentileCI, permutationPValue, PERMUTATION_SAMPLES } from './stats/weat.js';
+import { meanCI, subSeed } from './stats/bootstrap.js';
+import { associations, effectSize, effectSizeReplicates, percentileCI, permutationPValue, PERMUTATION_SAMPLES } from './stats/weat.js';
 import type { Benchmark, BenchmarkResult, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
 
 const SENT_BIAS = 'https://raw.githubusercontent.com/W4ngatang/sent-bias/e3559fb669ca4832743b42fee715994c15c7f1af/tests/';
@@ -337,19 +340,6 @@ export interface SeatRunOptions {
 
 const ALPHA = 0.05;
 
-/** Mean of f(d) over tests, with the CI of the same mean over the joint bootstrap replicates. */
-function aggregate(ds: readonly number[], reps: readonly Float64Array[], f: (x: number) => number): ScoreCI {
-  const score = mean(ds.map(f));
-  const B = reps[0]?.length ?? 0;
-  const agg = new Float64Array(B);
-  for (let b = 0; b < B; b++) {
-    let s = 0;
-    for (const r of reps) s += f(r[b]!);
-    agg[b] = s / reps.length;
-  }
-  return { score, ci95: percentileCI(agg), n: ds.length };
-}
-
 export async function runSeat(ctx: MeasureContext, opts: MeasureOptions, run: SeatRunOptions = {}): Promise<BenchmarkResult> {
   const scorer = opts.scorer;
   if (scorer !== 'sentence' && scorer !== 'word') throw new DikeError('', '--scorer', `seat has no scorer "${scorer}" (available: sentence, word)`);
@@ -403,7 +393,6 @@ export async function runSeat(ctx: MeasureContext, opts: MeasureOptions, run: Se
   const unk = ckpt.tokenizer.special.unk;
   const items: ItemScore[] = [];
   const ds: number[] = [];
-  const reps: Float64Array[] = [];
   const groups: Record<string, ScoreCI> = {};
   const extra: Record<string, ScoreCI | number> = {};
   runIdx.forEach((ti, k) => {
@@ -415,7 +404,6 @@ export async function runSeat(ctx: MeasureContext, opts: MeasureOptions, run: Se
     const perm = permutationPValue(sX, sY, { samples, seed: subSeed(opts.seed, `perm/${t.name}`) });
     const r = effectSizeReplicates(sX, sY, { seed: subSeed(opts.seed, `boot/${t.name}`), resamples: opts.resamples });
     ds.push(d);
-    reps.push(r);
     groups[t.name] = { score: d, ci95: percentileCI(r), n: X.length + Y.length };
     extra[`p_value/${t.name}`] = perm.p;
     const all = testIds[ti]!.flat();
@@ -444,13 +432,13 @@ export async function runSeat(ctx: MeasureContext, opts: MeasureOptions, run: Se
     opts.progress?.(needed.length + k + 1, total);
   });
 
-  const overall = aggregate(ds, reps, Math.abs);
-  extra['mean_effect_size'] = aggregate(ds, reps, (x) => x);
+  // Averages over tests: CIs resample the tests (the items), as every benchmark resamples its items.
+  const boot = (name: string) => ({ seed: subSeed(opts.seed, name), resamples: opts.resamples });
+  const overall = meanCI(ds.map(Math.abs), { seed: opts.seed, resamples: opts.resamples });
+  extra['mean_effect_size'] = meanCI(ds, boot('mean_effect_size'));
   for (const [subset, members] of Object.entries(BIAS_BENCH_SUBSETS)) {
     const at = members.map((m) => items.findIndex((it) => it.id === m));
-    if (at.every((i) => i >= 0)) {
-      extra[`avg_abs_effect_size/${subset}`] = aggregate(at.map((i) => ds[i]!), at.map((i) => reps[i]!), Math.abs);
-    }
+    if (at.every((i) => i >= 0)) extra[`avg_abs_effect_size/${subset}`] = meanCI(at.map((i) => Math.abs(ds[i]!)), boot(`avg_abs/${subset}`));
   }
   extra['significant'] = items.filter((it) => it.outcome === 1).length;
   extra['tests_run'] = items.length;

@@ -106,11 +106,14 @@ export interface PermutationOptions {
   seed: number;
 }
 
+const TWO32 = 4294967296;
+
 /** One-sided permutation p-value of Σ_X s − Σ_Y s over equal-size re-partitions of X ∪ Y. */
 export function permutationPValue(sX: ArrayLike<number>, sY: ArrayLike<number>, opts: PermutationOptions): PermutationResult {
   const n = sX.length;
   if (n !== sY.length) throw new RangeError(`the permutation test needs |X| = |Y|, got ${n} and ${sY.length}`);
   if (n === 0) throw new RangeError('the permutation test needs non-empty target sets');
+  if (2 * n >= 2 ** 21) throw new RangeError(`target sets of ${n} are too large for the permutation test`);
   const samples = opts.samples ?? PERMUTATION_SAMPLES;
   if (!Number.isInteger(samples) || samples < 1) throw new RangeError(`permutation samples must be a positive integer, got ${samples}`);
   const xy = new Float64Array(2 * n);
@@ -144,7 +147,7 @@ export function permutationPValue(sX: ArrayLike<number>, sY: ArrayLike<number>, 
       }
       // Next combination.
       let i = n - 1;
-      while (i >= 0 && idx[i] === 2 * n - n + i) i--;
+      while (i >= 0 && idx[i] === n + i) i--; // position i is at its last value, n + i
       if (i < 0) break;
       idx[i]!++;
       for (let j = i + 1; j < n; j++) idx[j] = idx[j - 1]! + 1;
@@ -152,19 +155,44 @@ export function permutationPValue(sX: ArrayLike<number>, sY: ArrayLike<number>, 
     return { p: hits / count, method: 'exact', partitions: count, ties };
   }
 
-  // Sampled: a uniform random n-subset per draw (partial Fisher–Yates over the 2n positions).
-  const rng = new Rng(opts.seed);
+  // Sampled: a uniform random n-subset per draw (partial Fisher–Yates over the 2n positions). The
+  // index draws are the hot loop (n per draw, 10^5 draws), so the generator is inlined here: the
+  // xoshiro128** step of Rng, its state seeded from Rng(seed), with Lemire's unbiased bounded integer
+  // (u·m < 2^53 is exact in a double; `>>> 0` takes its low 32 bits, which decide the rare rejection).
+  const seeder = new Rng(opts.seed);
+  let s0 = seeder.nextU32() | 0;
+  let s1 = seeder.nextU32() | 0;
+  let s2 = seeder.nextU32() | 0;
+  let s3 = seeder.nextU32() | 0;
+  if ((s0 | s1 | s2 | s3) === 0) s0 = 1;
   const work = Float64Array.from(xy);
   let hits = 1; // the reference's hallucinated positive observation
   let ties = 0;
   for (let d = 0; d < samples - 1; d++) {
     let s = 0;
     for (let i = 0; i < n; i++) {
-      const j = i + rng.int(2 * n - i);
-      const t = work[j]!;
+      const m = 2 * n - i;
+      let x: number;
+      let low: number;
+      for (;;) {
+        const r = Math.imul(s1, 5);
+        const u = Math.imul((r << 7) | (r >>> 25), 9) >>> 0;
+        const t = s1 << 9;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = (s3 << 11) | (s3 >>> 21);
+        x = u * m;
+        low = x >>> 0;
+        if (low >= m || low >= (TWO32 - m) % m) break;
+      }
+      const j = i + (x - low) / TWO32;
+      const v = work[j]!;
       work[j] = work[i]!;
-      work[i] = t;
-      s += t;
+      work[i] = v;
+      s += v;
     }
     if (s >= threshold) {
       hits++;
