@@ -8,6 +8,7 @@ import { inspectCommand } from './inspect.js';
 import { logprobsCommand } from './logprobs.js';
 import { measureCommand } from './measure.js';
 import { dataCommand } from './data.js';
+import { compressCommand } from './compress.js';
 import { UsageError } from './args.js';
 
 interface Command {
@@ -21,6 +22,7 @@ const COMMANDS: Record<string, Command> = {
   logprobs: logprobsCommand,
   measure: measureCommand,
   data: dataCommand,
+  compress: compressCommand,
 };
 
 function help(): string {

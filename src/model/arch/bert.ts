@@ -13,7 +13,7 @@
  */
 import type { GraphBuilder } from '../graph/build.js';
 import type { ConfigReader } from '../config.js';
-import type { Family, ModelShape, Task } from './types.js';
+import type { Family, LinearInfo, ModelShape, Task } from './types.js';
 import { ACTIVATIONS, type Activation, activation, attention, attentionBias, bodyInputs, flatten, hiddenOutput, layerNorm, linear } from './layers.js';
 
 export interface BertConfig {
@@ -130,6 +130,30 @@ export function bertHead(b: GraphBuilder, cfg: BertConfig, task: Task, rows: str
   throw new Error(`bert: no head for task ${task}`);
 }
 
+export function bertLinears(cfg: BertConfig, task: Task, names: BertNames = BERT_NAMES): LinearInfo[] {
+  const H = cfg.hidden;
+  const lin = (prefix: string, inDim: number, outDim: number, layer: number, module: LinearInfo['module'], role: string): LinearInfo => ({
+    weight: `${prefix}.weight`, bias: `${prefix}.bias`, layout: 'out-in', inDim, outDim, layer, module, role,
+  });
+  const out: LinearInfo[] = [];
+  for (let l = 0; l < cfg.layers; l++) {
+    const p = `${names.base}.encoder.layer.${l}`;
+    out.push(
+      lin(`${p}.attention.self.query`, H, H, l, 'attention', 'q'),
+      lin(`${p}.attention.self.key`, H, H, l, 'attention', 'k'),
+      lin(`${p}.attention.self.value`, H, H, l, 'attention', 'v'),
+      lin(`${p}.attention.output.dense`, H, H, l, 'attention', 'o'),
+      lin(`${p}.intermediate.dense`, H, cfg.intermediate, l, 'ffn', 'up'),
+      lin(`${p}.output.dense`, cfg.intermediate, H, l, 'ffn', 'down'),
+    );
+  }
+  if (task === 'masked-lm') out.push(lin(`${names.mlmHead}.transform.dense`, H, H, -1, 'head', 'transform'));
+  if (task === 'sequence-classification') {
+    out.push(lin(`${names.base}.pooler.dense`, H, H, -1, 'head', 'pooler'), lin('classifier', H, cfg.numLabels, -1, 'head', 'classifier'));
+  }
+  return out;
+}
+
 export function bertShape(cfg: BertConfig, task: Task): ModelShape {
   return {
     hiddenSize: cfg.hidden,
@@ -153,5 +177,6 @@ export const bert: Family<BertConfig> = {
   parseConfig: parseBertConfig,
   shape: bertShape,
   body: (b, cfg) => bertBody(b, cfg),
+  linears: (cfg, task) => bertLinears(cfg, task),
   head: (b, cfg, task, rows) => bertHead(b, cfg, task, rows),
 };

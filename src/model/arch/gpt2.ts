@@ -10,7 +10,7 @@
  */
 import type { GraphBuilder } from '../graph/build.js';
 import type { ConfigReader } from '../config.js';
-import type { Family, Task } from './types.js';
+import type { Family, LinearInfo, Task } from './types.js';
 import { ACTIVATIONS, type Activation, activation, attention, attentionBias, bodyInputs, conv1d, flatten, hiddenOutput, layerNorm } from './layers.js';
 
 export interface Gpt2Config {
@@ -86,6 +86,22 @@ function gpt2Head(b: GraphBuilder, cfg: Gpt2Config, task: Task, rows: string): s
   return b.gemm(rows, b.weight(w, [cfg.vocab, cfg.embd]), undefined, true);
 }
 
+function gpt2Linears(cfg: Gpt2Config): LinearInfo[] {
+  const H = cfg.embd;
+  const conv = (prefix: string, inDim: number, outDim: number, layer: number, module: LinearInfo['module'], role: string): LinearInfo => ({
+    weight: `${prefix}.weight`, bias: `${prefix}.bias`, layout: 'in-out', inDim, outDim, layer, module, role,
+  });
+  return Array.from({ length: cfg.layers }, (_, l) => {
+    const p = `transformer.h.${l}`;
+    return [
+      conv(`${p}.attn.c_attn`, H, 3 * H, l, 'attention', 'qkv'),
+      conv(`${p}.attn.c_proj`, H, H, l, 'attention', 'o'),
+      conv(`${p}.mlp.c_fc`, H, cfg.inner, l, 'ffn', 'up'),
+      conv(`${p}.mlp.c_proj`, cfg.inner, H, l, 'ffn', 'down'),
+    ];
+  }).flat();
+}
+
 export const gpt2: Family<Gpt2Config> = {
   name: 'gpt2',
   modelTypes: ['gpt2'],
@@ -104,5 +120,6 @@ export const gpt2: Family<Gpt2Config> = {
     outputSize: cfg.vocab,
   }),
   body: gpt2Body,
+  linears: gpt2Linears,
   head: gpt2Head,
 };

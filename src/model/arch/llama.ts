@@ -11,7 +11,7 @@
  */
 import type { GraphBuilder } from '../graph/build.js';
 import type { ConfigReader } from '../config.js';
-import type { Family, Task } from './types.js';
+import type { Family, LinearInfo, Task } from './types.js';
 import { ACTIVATIONS, type Activation, activation, attention, attentionBias, bodyInputs, flatten, hiddenOutput, linear, rmsNorm } from './layers.js';
 
 export interface LlamaConfig {
@@ -126,6 +126,31 @@ function llamaHead(b: GraphBuilder, cfg: LlamaConfig, task: Task, rows: string):
   return b.gemm(rows, b.weight(w, [cfg.vocab, cfg.hidden]), undefined, true);
 }
 
+function llamaLinears(cfg: LlamaConfig): LinearInfo[] {
+  const H = cfg.hidden;
+  const qDim = cfg.heads * cfg.headDim;
+  const kvDim = cfg.kvHeads * cfg.headDim;
+  const lin = (prefix: string, inDim: number, outDim: number, layer: number, module: LinearInfo['module'], role: string, bias: boolean): LinearInfo => ({
+    weight: `${prefix}.weight`, ...(bias ? { bias: `${prefix}.bias` } : {}), layout: 'out-in', inDim, outDim, layer, module, role,
+  });
+  const out: LinearInfo[] = [];
+  for (let l = 0; l < cfg.layers; l++) {
+    const p = `model.layers.${l}`;
+    out.push(
+      lin(`${p}.self_attn.q_proj`, H, qDim, l, 'attention', 'q', cfg.attentionBias),
+      lin(`${p}.self_attn.k_proj`, H, kvDim, l, 'attention', 'k', cfg.attentionBias),
+      lin(`${p}.self_attn.v_proj`, H, kvDim, l, 'attention', 'v', cfg.attentionBias),
+      lin(`${p}.self_attn.o_proj`, qDim, H, l, 'attention', 'o', cfg.attentionBias),
+      lin(`${p}.mlp.gate_proj`, H, cfg.intermediate, l, 'ffn', 'gate', cfg.mlpBias),
+      lin(`${p}.mlp.up_proj`, H, cfg.intermediate, l, 'ffn', 'up', cfg.mlpBias),
+      lin(`${p}.mlp.down_proj`, cfg.intermediate, H, l, 'ffn', 'down', cfg.mlpBias),
+    );
+  }
+  // An untied lm_head is a linear map too, but vocabulary-sized: kept out of the default scope
+  // like the embeddings (compressing it is a per-recipe choice).
+  return out;
+}
+
 export const llama: Family<LlamaConfig> = {
   name: 'llama',
   modelTypes: ['llama'],
@@ -144,5 +169,6 @@ export const llama: Family<LlamaConfig> = {
     outputSize: cfg.vocab,
   }),
   body: llamaBody,
+  linears: llamaLinears,
   head: llamaHead,
 };

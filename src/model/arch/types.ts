@@ -30,6 +30,22 @@ export interface ModelShape {
   labels?: string[];
 }
 
+/** A weight matrix used as a linear map: what compression methods operate on. */
+export interface LinearInfo {
+  /** Hugging Face parameter name of the weight matrix. */
+  weight: string;
+  bias?: string;
+  /** Storage layout: nn.Linear is [out, in]; GPT-2's Conv1D is [in, out]. */
+  layout: 'out-in' | 'in-out';
+  inDim: number;
+  outDim: number;
+  /** Transformer block index; -1 for heads outside the blocks. */
+  layer: number;
+  module: 'attention' | 'ffn' | 'head';
+  /** Role within the module: q, k, v, qkv, o, up, gate, down, transform, pooler, classifier. */
+  role: string;
+}
+
 export interface Family<C> {
   /** Short name, e.g. "bert". */
   readonly name: string;
@@ -42,6 +58,11 @@ export interface Family<C> {
   parseConfig(cfg: ConfigReader, task: Task): C;
   shape(cfg: C, task: Task): ModelShape;
   body(b: GraphBuilder, cfg: C): void;
+  /**
+   * Every linear map of the body and head, in forward order, excluding embeddings and any matrix
+   * tied to them (the LM decoder): the default scope of compression.
+   */
+  linears(cfg: C, task: Task): LinearInfo[];
   head(b: GraphBuilder, cfg: C, task: Task, rows: string): string;
 }
 

@@ -1,0 +1,278 @@
+/**
+ * Recipes: a list of compression steps applied in order (YAML or JSON), recorded with the output as
+ * compression.json. A step names a method, its options, a scope (modules, layers, name patterns) and
+ * optional per-matrix overrides:
+ *
+ *   seed: 0
+ *   calibration: { file: ../shared/data/lm_corpus/train.txt, samples: 128, seq_len: 128 }
+ *   steps:
+ *     - method: magnitude
+ *       sparsity: 0.5
+ *       scope: { modules: [attention, ffn], layers: [0, 1] }
+ *       overrides: { "*.attention.self.query.weight": { sparsity: 0.3 } }
+ *     - method: rtn
+ *       bits: 8
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { DikeError } from '../errors.js';
+import type { LinearInfo } from '../model/arch/types.js';
+import type { Checkpoint, Param } from '../model/checkpoint.js';
+import { fromFloat32, serializeSafetensors, type RawTensor } from '../model/safetensors.js';
+import { sha256Bytes } from '../measure/data.js';
+import { dikeVersion } from '../version.js';
+import { inputStats, sampleCalibration, type CalibrationSet, type CalibrationSpec } from './calibrate.js';
+import { findMethod, METHODS } from './registry.js';
+import type { InputStats, MatrixReport, RawOptions } from './types.js';
+
+export type ModuleKind = LinearInfo['module'];
+
+export interface Scope {
+  modules: ModuleKind[];
+  /** Block indices; undefined = all. */
+  layers?: number[];
+  /** Glob patterns over weight names (`*` = any run of characters); undefined = all. */
+  include?: string[];
+  exclude?: string[];
+}
+
+export interface RecipeStep {
+  method: string;
+  options: RawOptions;
+  scope: Scope;
+  overrides: { pattern: string; options: RawOptions }[];
+}
+
+export interface Recipe {
+  seed: number;
+  calibration?: { file: string; samples: number; seqLen: number };
+  steps: RecipeStep[];
+}
+
+export const DEFAULT_SCOPE: Scope = { modules: ['attention', 'ffn'] };
+
+function globToRegExp(glob: string): RegExp {
+  return new RegExp('^' + glob.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
+}
+
+export function selectTargets(all: readonly LinearInfo[], scope: Scope): LinearInfo[] {
+  const inc = scope.include?.map(globToRegExp);
+  const exc = scope.exclude?.map(globToRegExp);
+  return all.filter(
+    (l) =>
+      scope.modules.includes(l.module) &&
+      (scope.layers === undefined || scope.layers.includes(l.layer)) &&
+      (inc === undefined || inc.some((r) => r.test(l.weight))) &&
+      !(exc ?? []).some((r) => r.test(l.weight)),
+  );
+}
+
+// ---- parsing ----------------------------------------------------------------------------------
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parseScope(v: unknown, file: string, where: string): Scope {
+  if (v === undefined) return DEFAULT_SCOPE;
+  if (!isObject(v)) throw new DikeError(file, `${where} "scope"`, 'expected an object with modules/layers/include/exclude');
+  const kinds: ModuleKind[] = ['attention', 'ffn', 'head'];
+  const strings = (key: string): string[] | undefined => {
+    const x = v[key];
+    if (x === undefined) return undefined;
+    if (!Array.isArray(x) || x.some((s) => typeof s !== 'string')) throw new DikeError(file, `${where} "scope.${key}"`, 'expected a list of strings');
+    return x as string[];
+  };
+  const modules = strings('modules') ?? DEFAULT_SCOPE.modules;
+  for (const m of modules) if (!kinds.includes(m as ModuleKind)) throw new DikeError(file, `${where} "scope.modules"`, `unknown module "${m}" (use ${kinds.join(', ')})`);
+  let layers: number[] | undefined;
+  if (v['layers'] !== undefined) {
+    const x = v['layers'];
+    if (!Array.isArray(x) || x.some((n) => !Number.isInteger(n) || (n as number) < 0)) throw new DikeError(file, `${where} "scope.layers"`, 'expected a list of block indices');
+    layers = x as number[];
+  }
+  for (const k of Object.keys(v)) if (!['modules', 'layers', 'include', 'exclude'].includes(k)) throw new DikeError(file, `${where} "scope.${k}"`, 'unknown scope key');
+  const s: Scope = { modules: modules as ModuleKind[] };
+  if (layers !== undefined) s.layers = layers;
+  const include = strings('include');
+  const exclude = strings('exclude');
+  if (include !== undefined) s.include = include;
+  if (exclude !== undefined) s.exclude = exclude;
+  return s;
+}
+
+export function parseRecipe(text: string, file: string): Recipe {
+  let doc: unknown;
+  try {
+    doc = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (e) {
+    throw new DikeError(file, '', `malformed recipe: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (!isObject(doc)) throw new DikeError(file, '', 'a recipe is an object with "steps"');
+  const seed = doc['seed'] ?? 0;
+  if (!Number.isInteger(seed) || (seed as number) < 0) throw new DikeError(file, '"seed"', 'expected a non-negative integer');
+  const recipe: Recipe = { seed: seed as number, steps: [] };
+  const cal = doc['calibration'];
+  if (cal !== undefined) {
+    if (!isObject(cal) || typeof cal['file'] !== 'string') throw new DikeError(file, '"calibration"', 'expected { file, samples, seq_len }');
+    const samples = cal['samples'] ?? 128;
+    const seqLen = cal['seq_len'] ?? 128;
+    if (!Number.isInteger(samples) || (samples as number) <= 0) throw new DikeError(file, '"calibration.samples"', 'expected a positive integer');
+    if (!Number.isInteger(seqLen) || (seqLen as number) < 4) throw new DikeError(file, '"calibration.seq_len"', 'expected an integer ≥ 4');
+    // A relative path is relative to the recipe file.
+    recipe.calibration = { file: path.resolve(path.dirname(file), cal['file'] as string), samples: samples as number, seqLen: seqLen as number };
+  }
+  const steps = doc['steps'];
+  if (!Array.isArray(steps) || steps.length === 0) throw new DikeError(file, '"steps"', 'expected a non-empty list of steps');
+  steps.forEach((s, i) => {
+    const where = `step ${i + 1}`;
+    if (!isObject(s) || typeof s['method'] !== 'string') throw new DikeError(file, where, 'each step needs "method"');
+    if (findMethod(s['method']) === undefined) throw new DikeError(file, `${where} "method"`, `unknown method "${s['method']}" (available: ${METHODS.map((m) => m.name).join(', ')})`);
+    const { method, scope, overrides, ...options } = s;
+    const ov: RecipeStep['overrides'] = [];
+    if (overrides !== undefined) {
+      if (!isObject(overrides)) throw new DikeError(file, `${where} "overrides"`, 'expected { "<weight-name pattern>": { option: value } }');
+      for (const [pattern, o] of Object.entries(overrides)) {
+        if (!isObject(o)) throw new DikeError(file, `${where} "overrides.${pattern}"`, 'expected an object of options');
+        ov.push({ pattern, options: o });
+      }
+    }
+    recipe.steps.push({ method: method as string, options, scope: parseScope(scope, file, where), overrides: ov });
+  });
+  // Validate every step's options now, before any work.
+  recipe.steps.forEach((s, i) => {
+    const m = findMethod(s.method)!;
+    m.parseOptions(s.options, `step ${i + 1}`);
+    s.overrides.forEach((o) => m.parseOptions({ ...s.options, ...o.options }, `step ${i + 1} override "${o.pattern}"`));
+  });
+  return recipe;
+}
+
+export function readRecipe(file: string): Recipe {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new DikeError(file, '', (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'recipe not found' : `cannot read: ${(e as Error).message}`);
+  }
+  return parseRecipe(text, file);
+}
+
+// ---- applying ---------------------------------------------------------------------------------
+
+export interface CompressionResult {
+  params: Map<string, Param>;
+  reports: MatrixReport[][];
+  calibration?: CalibrationSet;
+}
+
+/** Copy of the parameters (float32), so the dense checkpoint is never modified. */
+function cloneParams(params: Map<string, Param>): Map<string, Param> {
+  return new Map([...params].map(([k, p]) => [k, { ...p, shape: [...p.shape], data: p.data.slice() }]));
+}
+
+export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { threads?: number } = {}): Promise<CompressionResult> {
+  const params = cloneParams(ckpt.params);
+  const allLinears = ckpt.family.linears(ckpt.config, ckpt.task);
+  const needsCalibration = recipe.steps.some((s) => findMethod(s.method)!.needsCalibration);
+  let calibration: CalibrationSet | undefined;
+  if (needsCalibration) {
+    if (recipe.calibration === undefined) throw new DikeError('recipe', '"calibration"', 'a method in this recipe needs calibration text: give calibration.file (e.g. lm_corpus/train.txt)');
+    const spec: CalibrationSpec = { ...recipe.calibration, seed: recipe.seed };
+    calibration = sampleCalibration(ckpt, spec);
+  }
+  const reports: MatrixReport[][] = [];
+  for (const [i, step] of recipe.steps.entries()) {
+    const method = findMethod(step.method)!;
+    const targets = selectTargets(allLinears, step.scope);
+    if (targets.length === 0) throw new DikeError('recipe', `step ${i + 1} "scope"`, 'selects no weight matrix of this model');
+    // Group targets by their effective options (base options, then the first matching override).
+    const groups = new Map<string, { options: RawOptions; targets: LinearInfo[] }>();
+    for (const t of targets) {
+      const o = step.overrides.find((x) => globToRegExp(x.pattern).test(t.weight));
+      const options = o ? { ...step.options, ...o.options } : step.options;
+      const key = JSON.stringify(options);
+      const g = groups.get(key) ?? { options, targets: [] };
+      g.targets.push(t);
+      groups.set(key, g);
+    }
+    const stepReports: MatrixReport[] = [];
+    for (const g of groups.values()) {
+      let stats: Map<string, InputStats> | undefined;
+      const parsed = method.parseOptions(g.options, `step ${i + 1}`);
+      stepReports.push(
+        ...(await method.apply(
+          {
+            params,
+            targets: g.targets,
+            allLinears,
+            shape: ckpt.shape,
+            seed: recipe.seed + i,
+            calibration: async () => (stats ??= await inputStats(ckpt, params, g.targets, calibration!, opts.threads !== undefined ? { threads: opts.threads } : {})),
+          },
+          parsed,
+        )),
+      );
+    }
+    reports.push(stepReports);
+  }
+  return { params, reports, ...(calibration ? { calibration } : {}) };
+}
+
+// ---- writing ----------------------------------------------------------------------------------
+
+/** The model files of a Hugging Face directory besides the weights: config and tokenizer. */
+const MODEL_FILES = [
+  'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
+  'added_tokens.json', 'vocab.txt', 'vocab.json', 'merges.txt',
+];
+
+/**
+ * Write a Hugging Face directory: same config and tokenizer, every parameter in model.safetensors
+ * (sorted by name; changed matrices as F32 so that quantized values are exact, the rest in their
+ * original dtype), and compression.json with the recipe and what was applied.
+ */
+export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, recipe: Recipe, outDir: string): void {
+  if (path.resolve(outDir) === path.resolve(ckpt.dir)) throw new DikeError(outDir, '', 'the output directory must differ from the model directory');
+  if (existsSync(outDir) && (!statSync(outDir).isDirectory() || readdirSync(outDir).length > 0)) {
+    throw new DikeError(outDir, '', 'output directory exists and is not empty');
+  }
+  mkdirSync(outDir, { recursive: true });
+  for (const name of MODEL_FILES) {
+    const src = path.join(ckpt.dir, name);
+    if (existsSync(src)) writeFileSync(path.join(outDir, name), readFileSync(src));
+  }
+  const changed = new Set(result.reports.flat().map((r) => r.weight));
+  const tensors: [string, RawTensor][] = [...result.params.keys()].sort().map((name) => {
+    const p = result.params.get(name)!;
+    const dtype = changed.has(name) || (p.dtype !== 'F16' && p.dtype !== 'BF16') ? 'F32' : p.dtype;
+    return [name, fromFloat32(p.data, p.shape, dtype)];
+  });
+  const bytes = serializeSafetensors(tensors, { format: 'pt' });
+  const tmp = path.join(outDir, `model.safetensors.tmp-${process.pid}`);
+  writeFileSync(tmp, bytes);
+  renameSync(tmp, path.join(outDir, 'model.safetensors'));
+  const record = {
+    tool: 'dike',
+    version: dikeVersion(),
+    source: { dir: ckpt.dir, architecture: ckpt.hfClass },
+    recipe: {
+      seed: recipe.seed,
+      ...(recipe.calibration ? { calibration: { ...recipe.calibration, file: path.basename(recipe.calibration.file) } } : {}),
+      steps: recipe.steps.map((s, i) => ({
+        method: s.method,
+        ...findMethod(s.method)!.parseOptions(s.options, `step ${i + 1}`),
+        scope: s.scope,
+        ...(s.overrides.length ? { overrides: Object.fromEntries(s.overrides.map((o) => [o.pattern, o.options])) } : {}),
+      })),
+    },
+    calibration: result.calibration ? { sequences: result.calibration.sequences.length, seq_len: result.calibration.spec.seqLen, token_sha256: result.calibration.hash } : null,
+    weights_sha256: sha256Bytes(bytes),
+    steps: result.reports.map((r, i) => ({ step: i + 1, method: recipe.steps[i]!.method, matrices: r })),
+  };
+  const cj = path.join(outDir, 'compression.json');
+  writeFileSync(`${cj}.tmp`, JSON.stringify(record, null, 2) + '\n');
+  renameSync(`${cj}.tmp`, cj);
+  rmSync(tmp, { force: true });
+}

@@ -1,0 +1,94 @@
+/**
+ * Compression as a list of methods applied in order (a recipe), in the style of llm-compressor's
+ * modifiers. A method is one declarative unit: name, options, whether it needs calibration
+ * activations, and one function that rewrites weight matrices and reports what it did.
+ */
+import type { LinearInfo } from '../model/arch/types.js';
+import type { Param } from '../model/checkpoint.js';
+
+/** Second-moment statistics of a linear map's input over calibration tokens. */
+export interface InputStats {
+  /** Σ x xᵀ over calibration tokens, [in, in] row-major, float64. */
+  gram: Float64Array;
+  /** Number of tokens summed. */
+  tokens: number;
+  dim: number;
+}
+
+/** What a method did to one matrix; recorded in compression.json. */
+export interface MatrixReport {
+  weight: string;
+  method: string;
+  /** Fraction of exact zeros in the matrix after the step. */
+  sparsity?: number;
+  bits?: number;
+  groupSize?: number;
+  symmetric?: boolean;
+  /** Method-specific numbers (pattern, reconstruction error ‖WX − ŴX‖², …). */
+  detail?: Record<string, number | string | boolean>;
+}
+
+export interface CompressContext {
+  /** The model's parameters (float32), modified in place by methods. */
+  params: Map<string, Param>;
+  /** The linear maps this step may touch, in forward order. */
+  targets: LinearInfo[];
+  /** All linear maps of the model (for methods that act on whole modules, e.g. heads). */
+  allLinears: LinearInfo[];
+  /** Architecture facts (layers, heads, head dim). */
+  shape: { numLayers: number; numHeads: number; numKvHeads: number; headDim: number; hiddenSize: number };
+  /** Input statistics of the targets on the calibration set, computed on the current weights. */
+  calibration(): Promise<Map<string, InputStats>>;
+  /** Mean calibration loss with some heads masked out (for ablation importance). */
+  calibrationLoss?(headMask: Map<number, number[]>): Promise<number>;
+  seed: number;
+}
+
+/** Raw options of one recipe step, as written in YAML/JSON or on the command line. */
+export type RawOptions = Record<string, unknown>;
+
+export interface Method<O> {
+  name: string;
+  description: string;
+  /** Paper and equation implemented. */
+  reference: string;
+  needsCalibration: boolean;
+  /** Validate options; `where` names the recipe step for error messages. */
+  parseOptions(raw: RawOptions, where: string): O;
+  apply(ctx: CompressContext, opts: O): Promise<MatrixReport[]>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyMethod = Method<any>;
+
+/** A matrix as the math sees it: rows = output channels, columns = input dimensions. */
+export interface OutIn {
+  rows: number;
+  cols: number;
+  data: Float32Array;
+}
+
+/** Copy a stored weight into [out, in] orientation (GPT-2's Conv1D is stored [in, out]). */
+export function toOutIn(p: Param, info: LinearInfo): OutIn {
+  const rows = info.outDim;
+  const cols = info.inDim;
+  if (info.layout === 'out-in') return { rows, cols, data: p.data.slice() };
+  const data = new Float32Array(rows * cols);
+  for (let i = 0; i < cols; i++) for (let o = 0; o < rows; o++) data[o * cols + i] = p.data[i * rows + o]!;
+  return { rows, cols, data };
+}
+
+/** Write an [out, in] matrix back into the parameter's storage layout. */
+export function fromOutIn(m: OutIn, p: Param, info: LinearInfo): void {
+  if (info.layout === 'out-in') {
+    p.data.set(m.data);
+    return;
+  }
+  for (let i = 0; i < m.cols; i++) for (let o = 0; o < m.rows; o++) p.data[i * m.rows + o] = m.data[o * m.cols + i]!;
+}
+
+export function zeroFraction(data: Float32Array): number {
+  let z = 0;
+  for (let i = 0; i < data.length; i++) if (data[i] === 0) z++;
+  return data.length === 0 ? 0 : z / data.length;
+}
