@@ -24,7 +24,7 @@ import { sha256Bytes } from '../measure/data.js';
 import { dikeVersion } from '../version.js';
 import { inputStats, sampleCalibration, type CalibrationSet, type CalibrationSpec } from './calibrate.js';
 import { findMethod, METHODS } from './registry.js';
-import type { InputStats, MatrixReport, RawOptions } from './types.js';
+import type { InputStats, MatrixReport, QuantState, RawOptions } from './types.js';
 
 export type ModuleKind = LinearInfo['module'];
 
@@ -163,6 +163,7 @@ export function readRecipe(file: string): Recipe {
 
 export interface CompressionResult {
   params: Map<string, Param>;
+  quantized: Map<string, QuantState>;
   reports: MatrixReport[][];
   calibration?: CalibrationSet;
 }
@@ -183,6 +184,7 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
     calibration = sampleCalibration(ckpt, spec);
   }
   const reports: MatrixReport[][] = [];
+  const quantized = new Map<string, QuantState>();
   for (const [i, step] of recipe.steps.entries()) {
     const method = findMethod(step.method)!;
     const targets = selectTargets(allLinears, step.scope);
@@ -209,6 +211,7 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
             allLinears,
             shape: ckpt.shape,
             seed: recipe.seed + i,
+            quantized,
             calibration: async () => (stats ??= await inputStats(ckpt, params, g.targets, calibration!, opts.threads !== undefined ? { threads: opts.threads } : {})),
           },
           parsed,
@@ -217,7 +220,8 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
     }
     reports.push(stepReports);
   }
-  return { params, reports, ...(calibration ? { calibration } : {}) };
+  // A later step that rewrites a quantized matrix (e.g. pruning after GPTQ) invalidates its integer form.
+  return { params, quantized, reports, ...(calibration ? { calibration } : {}) };
 }
 
 // ---- writing ----------------------------------------------------------------------------------
@@ -271,6 +275,19 @@ export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, rec
     weights_sha256: sha256Bytes(bytes),
     steps: result.reports.map((r, i) => ({ step: i + 1, method: recipe.steps[i]!.method, matrices: r })),
   };
+  if (result.quantized.size > 0) {
+    // Sidecar with the integer form of quantized matrices (codes, scales, zero points) for deployed kernels.
+    const q: [string, RawTensor][] = [];
+    for (const name of [...result.quantized.keys()].sort()) {
+      const s = result.quantized.get(name)!;
+      const groups = Math.ceil(s.cols / s.groupSize);
+      q.push([`${name}.codes`, { dtype: 'U8', shape: [s.rows, s.cols], bytes: s.codes }]);
+      q.push([`${name}.scales`, fromFloat32(s.scales, [s.rows, groups], 'F32')]);
+      q.push([`${name}.zeros`, { dtype: 'U8', shape: [s.rows, groups], bytes: s.zeros }]);
+    }
+    const meta = Object.fromEntries([...result.quantized].map(([n, s]) => [n, JSON.stringify({ bits: s.bits, group_size: s.groupSize, symmetric: s.symmetric })]));
+    writeFileSync(path.join(outDir, 'quantization.safetensors'), serializeSafetensors(q, meta));
+  }
   const cj = path.join(outDir, 'compression.json');
   writeFileSync(`${cj}.tmp`, JSON.stringify(record, null, 2) + '\n');
   renameSync(`${cj}.tmp`, cj);

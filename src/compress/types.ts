@@ -28,6 +28,25 @@ export interface MatrixReport {
   detail?: Record<string, number | string | boolean>;
 }
 
+/**
+ * The integer form of a quantized matrix, in [out, in] orientation: w ≈ scale·(code − zero), with
+ * one scale and zero per output row and group of `groupSize` input columns (groupSize = in for
+ * per-channel). Recorded so that deployed execution can run ONNX Runtime's real integer kernels.
+ */
+export interface QuantState {
+  bits: number;
+  groupSize: number;
+  symmetric: boolean;
+  rows: number;
+  cols: number;
+  /** Codes in [0, 2^bits), [rows, cols]. */
+  codes: Uint8Array;
+  /** [rows, ceil(cols / groupSize)] */
+  scales: Float32Array;
+  /** Zero points in code units, [rows, ceil(cols / groupSize)] (2^(bits−1) when symmetric). */
+  zeros: Uint8Array;
+}
+
 export interface CompressContext {
   /** The model's parameters (float32), modified in place by methods. */
   params: Map<string, Param>;
@@ -42,6 +61,8 @@ export interface CompressContext {
   /** Mean calibration loss with some heads masked out (for ablation importance). */
   calibrationLoss?(headMask: Map<number, number[]>): Promise<number>;
   seed: number;
+  /** Integer forms of quantized matrices, by weight name (quantization methods fill it). */
+  quantized: Map<string, QuantState>;
 }
 
 /** Raw options of one recipe step, as written in YAML/JSON or on the command line. */

@@ -55,6 +55,7 @@ export const magnitude: Method<MagnitudeOptions> = {
   },
   async apply(ctx, opts) {
     const reports: MatrixReport[] = [];
+    for (const t of ctx.targets) ctx.quantized.delete(t.weight); // pruned values leave the integer grid
     if (opts.scope === 'per-matrix') {
       for (const t of ctx.targets) {
         const p = ctx.params.get(t.weight)!;
