@@ -18,7 +18,9 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { DikeError } from '../errors.js';
 import type { LinearInfo } from '../model/arch/types.js';
+import { resolveArchitecture } from '../model/arch/registry.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
+import { ConfigReader } from '../model/config.js';
 import { fromFloat32, serializeSafetensors, type RawTensor } from '../model/safetensors.js';
 import { sha256Bytes } from '../measure/data.js';
 import { dikeVersion } from '../version.js';
@@ -166,6 +168,8 @@ export interface CompressionResult {
   quantized: Map<string, QuantState>;
   reports: MatrixReport[][];
   calibration?: CalibrationSet;
+  /** The edited config.json, when a step changed the architecture (e.g. removed blocks). */
+  config?: Record<string, unknown>;
 }
 
 /** Copy of the parameters (float32), so the dense checkpoint is never modified. */
@@ -175,14 +179,18 @@ function cloneParams(params: Map<string, Param>): Map<string, Param> {
 
 export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { threads?: number } = {}): Promise<CompressionResult> {
   const params = cloneParams(ckpt.params);
-  const allLinears = ckpt.family.linears(ckpt.config, ckpt.task);
-  const needsCalibration = recipe.steps.some((s) => findMethod(s.method)!.needsCalibration);
+  // The model as the next step sees it: a step may edit the config (and so the architecture).
+  let model: Checkpoint = { ...ckpt, params };
+  let allLinears = model.family.linears(model.config, model.task);
+  let configEdited = false;
   let calibration: CalibrationSet | undefined;
-  if (needsCalibration) {
+  const calibrationSet = (): CalibrationSet => {
+    if (calibration !== undefined) return calibration;
     if (recipe.calibration === undefined) throw new DikeError('recipe', '"calibration"', 'a method in this recipe needs calibration text: give calibration.file (e.g. lm_corpus/train.txt)');
     const spec: CalibrationSpec = { ...recipe.calibration, seed: recipe.seed };
-    calibration = sampleCalibration(ckpt, spec);
-  }
+    return (calibration = sampleCalibration(ckpt, spec));
+  };
+  if (recipe.steps.some((s) => findMethod(s.method)!.needsCalibration)) calibrationSet();
   const reports: MatrixReport[][] = [];
   const quantized = new Map<string, QuantState>();
   for (const [i, step] of recipe.steps.entries()) {
@@ -200,6 +208,7 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
       groups.set(key, g);
     }
     const stepReports: MatrixReport[] = [];
+    const configEdits: Record<string, unknown> = {};
     for (const g of groups.values()) {
       let stats: Map<string, InputStats> | undefined;
       const parsed = method.parseOptions(g.options, `step ${i + 1}`);
@@ -209,19 +218,33 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
             params,
             targets: g.targets,
             allLinears,
-            shape: ckpt.shape,
+            shape: model.shape,
+            model,
             seed: recipe.seed + i,
             quantized,
-            calibration: async () => (stats ??= await inputStats(ckpt, params, g.targets, calibration!, opts.threads !== undefined ? { threads: opts.threads } : {})),
+            configEdits,
+            calibrationSet,
+            ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+            calibration: async () => (stats ??= await inputStats(model, params, g.targets, calibrationSet(), opts.threads !== undefined ? { threads: opts.threads } : {})),
           },
           parsed,
         )),
       );
     }
     reports.push(stepReports);
+    if (Object.keys(configEdits).length > 0) {
+      // The architecture changed: re-read the edited config so that later steps see the new model.
+      const rawConfig = { ...model.rawConfig, ...configEdits };
+      model = { ...model, ...resolveArchitecture(new ConfigReader(rawConfig, model.configFile)), rawConfig };
+      allLinears = model.family.linears(model.config, model.task);
+      configEdited = true;
+      for (const l of allLinears) {
+        if (!params.has(l.weight)) throw new DikeError('recipe', `step ${i + 1}`, `after this step the model lacks ${l.weight}`);
+      }
+    }
   }
   // A later step that rewrites a quantized matrix (e.g. pruning after GPTQ) invalidates its integer form.
-  return { params, quantized, reports, ...(calibration ? { calibration } : {}) };
+  return { params, quantized, reports, ...(calibration ? { calibration } : {}), ...(configEdited ? { config: model.rawConfig } : {}) };
 }
 
 // ---- writing ----------------------------------------------------------------------------------
@@ -245,7 +268,8 @@ export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, rec
   mkdirSync(outDir, { recursive: true });
   for (const name of MODEL_FILES) {
     const src = path.join(ckpt.dir, name);
-    if (existsSync(src)) writeFileSync(path.join(outDir, name), readFileSync(src));
+    if (name === 'config.json' && result.config !== undefined) writeFileSync(path.join(outDir, name), JSON.stringify(result.config, null, 2) + '\n');
+    else if (existsSync(src)) writeFileSync(path.join(outDir, name), readFileSync(src));
   }
   const changed = new Set(result.reports.flat().map((r) => r.weight));
   const tensors: [string, RawTensor][] = [...result.params.keys()].sort().map((name) => {

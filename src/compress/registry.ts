@@ -1,9 +1,21 @@
 /** The one place compression methods are registered: a new method is one file plus one line here. */
 import type { AnyMethod } from './types.js';
 import { magnitude } from './methods/magnitude.js';
+import { sparsegpt } from './methods/sparsegpt.js';
+import { wanda } from './methods/wanda.js';
+import { nm } from './methods/nm.js';
+import { heads } from './methods/heads.js';
+import { neurons } from './methods/neurons.js';
+import { layers } from './methods/layers.js';
 
 export const METHODS: readonly AnyMethod[] = [
   magnitude,
+  wanda,
+  sparsegpt,
+  nm,
+  heads,
+  neurons,
+  layers,
 ];
 
 export function findMethod(name: string): AnyMethod | undefined {

@@ -4,7 +4,8 @@
  * activations, and one function that rewrites weight matrices and reports what it did.
  */
 import type { LinearInfo } from '../model/arch/types.js';
-import type { Param } from '../model/checkpoint.js';
+import type { Checkpoint, Param } from '../model/checkpoint.js';
+import type { CalibrationSet } from './calibrate.js';
 
 /** Second-moment statistics of a linear map's input over calibration tokens. */
 export interface InputStats {
@@ -58,8 +59,21 @@ export interface CompressContext {
   shape: { numLayers: number; numHeads: number; numKvHeads: number; headDim: number; hiddenSize: number };
   /** Input statistics of the targets on the calibration set, computed on the current weights. */
   calibration(): Promise<Map<string, InputStats>>;
-  /** Mean calibration loss with some heads masked out (for ablation importance). */
-  calibrationLoss?(headMask: Map<number, number[]>): Promise<number>;
+  /**
+   * The model as it stands before this step (config, shape, task, tokenizer), with `params` = the
+   * working parameters above: what a method needs to run the model itself (e.g. ablation losses).
+   */
+  model: Checkpoint;
+  /** The recipe's calibration token sequences, sampled once (throws if the recipe names no text). */
+  calibrationSet(): CalibrationSet;
+  /** Intra-op threads for ONNX Runtime sessions a method creates (undefined: ORT's default). */
+  threads?: number;
+  /**
+   * Keys a method sets here are merged into config.json after the step (e.g. num_hidden_layers
+   * after removing blocks); the next steps see the edited architecture. Methods that change the
+   * architecture may also delete and rename entries of `params`.
+   */
+  configEdits: Record<string, unknown>;
   seed: number;
   /** Integer forms of quantized matrices, by weight name (quantization methods fill it). */
   quantized: Map<string, QuantState>;
