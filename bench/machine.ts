@@ -1,0 +1,77 @@
+/**
+ * Facts about the machine the benchmark runs on: CPU, the OpenBLAS kernel choice for PyTorch, and
+ * how much parallelism the cores really deliver (shared virtual machines often give less than
+ * their core count).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+
+export function cpuInfo(): { cpu: string; avx512: boolean; flags: Set<string> } {
+  const text = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  const field = (name: string): string | undefined => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(text)?.[1]?.trim();
+  const flags = new Set((field('flags') ?? '').split(/\s+/));
+  const model = field('model name') ?? os.cpus()[0]?.model ?? 'unknown CPU';
+  const cpu = `${model} (family ${field('cpu family') ?? '?'}, model ${field('model') ?? '?'}, stepping ${field('stepping') ?? '?'})`;
+  return { cpu, avx512: flags.has('avx512f'), flags };
+}
+
+/**
+ * OpenBLAS kernel set for PyTorch. Debian's OpenBLAS 0.3.21 does not recognise every recent Xeon:
+ * on the family 6 / model 207 machine this bench was written on it fell back to its generic
+ * "Prescott" kernels, 3–5× slower in float32 matrix products. The CPU flags tell which optimised
+ * set is safe. An explicit choice (flag or environment) wins.
+ */
+export function openblasCoreType(flags: Set<string>, requested: string | undefined): { value: string | undefined; why: string } {
+  if (requested) return { value: requested, why: 'given with --openblas-coretype' };
+  const preset = process.env['OPENBLAS_CORETYPE'];
+  if (preset) return { value: preset, why: 'preset in the environment' };
+  if (['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512cd'].every((f) => flags.has(f))) {
+    return { value: 'SkylakeX', why: 'chosen by the bench: the CPU has AVX-512 F/CD/BW/DQ/VL, what the SkylakeX kernels need' };
+  }
+  if (['avx2', 'fma'].every((f) => flags.has(f))) return { value: 'Haswell', why: 'chosen by the bench: the CPU has AVX2 + FMA, no AVX-512' };
+  return { value: undefined, why: 'not set: OpenBLAS detects the CPU itself' };
+}
+
+export function packageVersion(root: string, name: string): string {
+  const pkg = path.join(root, 'node_modules', name, 'package.json');
+  return (JSON.parse(fs.readFileSync(pkg, 'utf8')) as { version: string }).version;
+}
+
+// A fixed CPU-bound loop (integer arithmetic, no memory traffic), run in worker threads.
+const SPIN = `
+const { parentPort } = require('node:worker_threads');
+let x = 0;
+for (let i = 0; i < 150000000; i++) x = (x + i * 7) % 1000003;
+parentPort.postMessage(x);
+`;
+
+async function spinIn(workers: number): Promise<number> {
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from(
+      { length: workers },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const w = new Worker(SPIN, { eval: true });
+          w.once('message', () => void w.terminate().then(() => resolve()));
+          w.once('error', reject);
+        }),
+    ),
+  );
+  return performance.now() - t0;
+}
+
+/**
+ * Effective parallelism of `threads` threads: threads × (time of one loop alone) ÷ (time of
+ * `threads` copies at once). About `threads` on idle dedicated cores; near 1 when the virtual
+ * cores share one physical core's time.
+ */
+export async function effectiveParallelism(threads: number): Promise<number> {
+  await spinIn(1); // start-up and JIT warm-up
+  const one = await spinIn(1);
+  const many = await spinIn(threads);
+  return (threads * one) / many;
+}

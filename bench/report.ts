@@ -1,0 +1,110 @@
+/**
+ * bench/RESULTS.md: machine, versions, settings, and one table per model comparing Dikē with
+ * PyTorch case by case.
+ */
+import type { Checksum, Kind } from './workload.js';
+
+export interface Row {
+  kind: Kind;
+  batch: number;
+  tokens: number;
+  sentences: number;
+  runs: number;
+  dike: { median: number; checksum: Checksum };
+  torch: { median: number; checksum: Checksum };
+}
+
+export interface ModelSection {
+  name: string;
+  /** Where the model comes from, relative to the repository root. */
+  source: string;
+  description: string;
+  /** Anything reduced for this model, in words. */
+  note?: string;
+  rows: Row[];
+}
+
+export interface Environment {
+  date: string;
+  cpu: string;
+  cores: number;
+  avx512: boolean;
+  threads: number;
+  /** Effective parallelism of `threads` busy threads, measured before and after the run. */
+  parallelism: [number, number];
+  node: string;
+  ort: string;
+  python: string;
+  torch: string;
+  numpy: string;
+  openblas: string;
+  openblasCoreType: string;
+  /** Thread and wait-policy variables the PyTorch process ran with. */
+  torchEnv: string;
+  torchConfig: string[];
+  wallSeconds: number;
+}
+
+/** Relative tolerance on the checksum; `scale` covers sums that cancel towards zero. */
+export const CHECKSUM_RTOL = 1e-2;
+const SCALE_RTOL = 1e-4;
+
+export function checksumAgrees(d: Checksum, t: Checksum): { rel: number; ok: boolean } {
+  const diff = Math.abs(d.sum - t.sum);
+  const rel = diff / Math.max(Math.abs(t.sum), Number.MIN_VALUE);
+  return { rel, ok: diff <= CHECKSUM_RTOL * Math.abs(t.sum) || diff <= SCALE_RTOL * t.scale };
+}
+
+const fmt = (x: number, digits = 1): string => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const sig = (x: number): string => x.toPrecision(8);
+
+export function renderResults(env: Environment, sections: ModelSection[]): string {
+  const out: string[] = [];
+  out.push('# Dikē vs PyTorch: speed', '');
+  out.push(`Written by \`npm run bench\` (bench/run.ts) on ${env.date}; total run time ${fmt(env.wallSeconds / 60)} min. Regenerate rather than edit.`, '');
+  out.push('## Machine and versions', '');
+  out.push(`- CPU: ${env.cpu}, ${env.cores} cores visible, AVX-512 ${env.avx512 ? 'yes' : 'no'}; both sides use **${env.threads} thread(s)**`);
+  out.push(
+    `- Effective parallelism of ${env.threads} busy threads (a CPU-bound loop in ${env.threads} threads vs 1; ${env.threads}.00 = every core fully ours): ${env.parallelism[0].toFixed(2)} before the run, ${env.parallelism[1].toFixed(2)} after` +
+      (Math.min(...env.parallelism) < 0.75 * env.threads ? ' — **the cores were shared with other load; absolute figures are low and noisy, the ratios (alternating passes) less so**' : ''),
+  );
+  out.push(`- Dikē: node ${env.node}, onnxruntime-node ${env.ort} (CPU execution provider, graph optimisation level "all", intra-op threads ${env.threads}, inter-op 1, sequential)`);
+  out.push(`- PyTorch: ${env.torch} (python ${env.python}, numpy ${env.numpy}), float32, eval, \`torch.inference_mode()\`, \`torch.set_num_threads(${env.threads})\``);
+  out.push(`- PyTorch's float32 matrix products run on OpenBLAS (MKL-DNN is built in but not used for them): ${env.openblas}; OPENBLAS_CORETYPE=${env.openblasCoreType}`);
+  out.push(`- PyTorch process environment: ${env.torchEnv}`);
+  out.push(`- \`torch.__config__.show()\` (excerpt): ${env.torchConfig.join('; ')}`);
+  out.push('');
+  out.push('## What is measured', '');
+  out.push('The same token ids go through both sides: bench/run.ts tokenizes the sentences once and writes the batches to a JSON workload that bench/torch_bert.py executes.', '');
+  out.push('- **forward**: B sentences right-padded, full forward pass including the MLM head at every position (logits [B, S, V]). Dikē: `runner.hidden` then `runner.logits` over all B·S rows. tokens/s = real (unpadded) tokens, [CLS]/[SEP] included, / time.');
+  out.push('- **pll**: pseudo-log-likelihood; every non-special position masked alone; the masked copies of B sentences form one forward batch, and the head + log-softmax run only at the masked rows. Dikē: `maskedTokenLogprobs` per group of B sentences with no token cap. tokens/s = scored tokens / time.');
+  out.push('- A pass = every batch of the workload once. One untimed warm-up pass per side (its outputs give the checksum), then N timed passes; the figure is the median pass time. Dikē and PyTorch passes alternate (ABBA order, 250 ms pause after each), so slow drifts in machine load hit both sides alike; PyTorch runs in a separate process that stays loaded for the whole model.');
+  out.push('- **ratio** = Dikē tokens/s ÷ PyTorch tokens/s (> 1: Dikē is faster).');
+  out.push(`- **checksum**: forward, the sum of the logits over the whole vocabulary at positions 0, 1 and len−1 of every sentence; pll, the sum of all log-probabilities. "agree" = within ${CHECKSUM_RTOL} relative (or 1e-4 of the sum of absolute values, for sums that cancel).`);
+  out.push('');
+  for (const s of sections) {
+    out.push(`## ${s.name}`, '');
+    out.push(`${s.description}. Source: ${s.source}.`, '');
+    if (s.note) out.push(`${s.note}`, '');
+    out.push('| workload | B | sentences | tokens/pass | Dikē tok/s | PyTorch tok/s | ratio Dikē/PyTorch | Dikē median s | PyTorch median s | runs | checksum Dikē | checksum PyTorch | rel. diff | agree |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|');
+    for (const r of s.rows) {
+      const dts = r.tokens / r.dike.median;
+      const tts = r.tokens / r.torch.median;
+      const c = checksumAgrees(r.dike.checksum, r.torch.checksum);
+      out.push(
+        `| ${r.kind} | ${r.batch} | ${r.sentences} | ${r.tokens} | ${fmt(dts)} | ${fmt(tts)} | **${(dts / tts).toFixed(2)}** | ${r.dike.median.toFixed(3)} | ${r.torch.median.toFixed(3)} | ${r.runs} | ${sig(r.dike.checksum.sum)} | ${sig(r.torch.checksum.sum)} | ${c.rel.toExponential(1)} | ${c.ok ? 'yes' : '**NO**'} |`,
+      );
+    }
+    out.push('');
+  }
+  const slower = sections.flatMap((s) =>
+    s.rows
+      .filter((r) => r.torch.median < r.dike.median)
+      .map((r) => `${s.name} ${r.kind} B=${r.batch}: Dikē at ${(r.torch.median / r.dike.median).toFixed(2)}× PyTorch's tokens/s`),
+  );
+  out.push('## Where Dikē is slower than PyTorch', '');
+  out.push(slower.length === 0 ? 'Nowhere in this run.' : slower.map((x) => `- ${x}`).join('\n'));
+  out.push('');
+  return out.join('\n');
+}
