@@ -11,6 +11,12 @@ export function parsing<T>(usage: string, parse: () => T): T {
   }
 }
 
+/** --execution simulated|deployed (default simulated). */
+export function executionFlag(value: string | undefined): 'simulated' | 'deployed' {
+  if (value === undefined || value === 'simulated' || value === 'deployed') return value ?? 'simulated';
+  throw new UsageError(`--execution expects simulated or deployed, got "${value}"`);
+}
+
 export function positiveInt(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);

@@ -1,5 +1,8 @@
+import { statSync } from 'node:fs';
+import path from 'node:path';
 import { describeModel, type ModelDescription } from '../model/describe.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
+import { QUANTIZATION_FILE, readQuantizationInfo } from '../compress/deploy.js';
 import { parseArgs } from 'node:util';
 import { parsing, UsageError } from './args.js';
 
@@ -16,15 +19,20 @@ function human(bytes: number): string {
   return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
 
+function pct(x: number): string {
+  return `${(100 * x).toFixed(1)}%`;
+}
+
 function print(d: ModelDescription): string {
   const s = d.shape;
   const rows: [string, string][] = [
     ['model', d.dir],
     ['architecture', `${d.architecture} (${d.family}, ${d.task})`],
     ['parameters', `${d.parameters.toLocaleString('en-US')} (${d.tensors} tensors)`],
-    ['on disk', `${human(d.bytesOnDisk)} in ${d.weightFiles.length} file${d.weightFiles.length === 1 ? '' : 's'}`],
+    ['on disk', `${human(d.bytesOnDisk)} in ${d.weightFiles.length} file${d.weightFiles.length === 1 ? '' : 's'}` + (d.quantization ? ` + ${human(d.quantization.bytesOnDisk)} of integer forms (${path.basename(d.quantization.file)})` : '')],
     ['dtype', Object.entries(d.dtypes).map(([k, n]) => `${k} ×${n}`).join(', ')],
-    ['in memory', `${human(d.bytesInMemory)} (float32)`],
+    ['in memory', `${human(d.bytesInMemory)} (float32, simulated)` + (d.quantization ? `, ${human(d.quantization.bytesDeployed)} deployed (${d.quantization.matrices} quantized matrices)` : '')],
+    ['sparsity', `${pct(d.sparsity)} over ${d.matrices.length} linear maps`],
     ['layers', String(s.numLayers)],
     ['heads', s.numKvHeads === s.numHeads ? String(s.numHeads) : `${s.numHeads} query, ${s.numKvHeads} key/value`],
     ['hidden', `${s.hiddenSize} (head dim ${s.headDim}, intermediate ${s.intermediateSize})`],
@@ -34,18 +42,28 @@ function print(d: ModelDescription): string {
   ];
   if (s.labels) rows.push(['labels', s.labels.join(', ')]);
   const w = Math.max(...rows.map(([k]) => k.length));
-  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+  const lines = rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`);
+  const nw = Math.max(...d.matrices.map((m) => m.name.length));
+  lines.push('', `${'matrix'.padEnd(nw)}  ${'shape'.padEnd(12)}  sparsity  quantized`);
+  for (const m of d.matrices) {
+    const q = m.bits !== undefined ? `${m.bits}-bit, group ${m.groupSize}` : '—';
+    lines.push(`${m.name.padEnd(nw)}  ${m.shape.join('×').padEnd(12)}  ${pct(m.sparsity).padStart(8)}  ${q}`);
+  }
+  return lines.join('\n');
 }
 
 export const inspectCommand = {
-  summary: 'architecture, size, dtype, layers and heads of a model directory',
+  summary: 'architecture, size on disk and in memory, layers, heads, sparsity and quantization per matrix',
   usage,
   async run(argv: string[]): Promise<void> {
     const { values, positionals } = parsing(usage, () =>
       parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true }),
     );
     if (positionals.length !== 1) throw new UsageError(`expected one model directory\nusage: ${usage}`);
-    const d = describeModel(loadCheckpoint(positionals[0]!));
+    const ckpt = loadCheckpoint(positionals[0]!);
+    const matrices = readQuantizationInfo(ckpt.dir);
+    const file = path.join(ckpt.dir, QUANTIZATION_FILE);
+    const d = describeModel(ckpt, matrices ? { file, bytes: statSync(file).size, matrices } : undefined);
     process.stdout.write((values.json ? JSON.stringify(d, null, 2) : print(d)) + '\n');
   },
 };

@@ -4,9 +4,9 @@ import { loadCheckpoint } from '../model/checkpoint.js';
 import { ModelRunner } from '../runtime/session.js';
 import { scoreTexts, type TextScore } from '../score/text.js';
 import { parseArgs } from 'node:util';
-import { parsing, positiveInt, UsageError } from './args.js';
+import { executionFlag, parsing, positiveInt, UsageError } from './args.js';
 
-const usage = 'dike logprobs <model-dir> (--text "…" … | --file sentences.txt) [--json] [--threads N] [--max-tokens N]';
+const usage = 'dike logprobs <model-dir> (--text "…" … | --file sentences.txt) [--json] [--threads N] [--max-tokens N] [--execution simulated|deployed]';
 
 /** One sentence per line; blank lines are not sentences. Keeps each sentence's line number. */
 export function readSentences(file: string): { text: string; line: number }[] {
@@ -45,6 +45,7 @@ export const logprobsCommand = {
         json: { type: 'boolean' },
         threads: { type: 'string' },
         'max-tokens': { type: 'string' },
+        execution: { type: 'string' },
         },
       }),
     );
@@ -54,8 +55,9 @@ export const logprobsCommand = {
     const items = values.file !== undefined ? readSentences(values.file) : texts.map((text) => ({ text, line: undefined }));
     const threads = positiveInt(values.threads, '--threads');
     const maxTokens = positiveInt(values['max-tokens'], '--max-tokens');
+    const execution = executionFlag(values.execution);
     const ckpt = loadCheckpoint(positionals[0]!);
-    const runner = await ModelRunner.create(ckpt, threads !== undefined ? { threads } : {});
+    const runner = await ModelRunner.create(ckpt, { execution, ...(threads !== undefined ? { threads } : {}) });
     let scores: TextScore[];
     try {
       scores = await scoreTexts(ckpt, runner, items.map((i) => i.text), maxTokens !== undefined ? { maxTokens } : {});

@@ -9,6 +9,7 @@ import { logprobsCommand } from './logprobs.js';
 import { measureCommand } from './measure.js';
 import { dataCommand } from './data.js';
 import { compressCommand } from './compress.js';
+import { exportCommand } from './export.js';
 import { UsageError } from './args.js';
 
 interface Command {
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, Command> = {
   measure: measureCommand,
   data: dataCommand,
   compress: compressCommand,
+  export: exportCommand,
 };
 
 function help(): string {

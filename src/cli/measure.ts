@@ -7,12 +7,12 @@ import { resolveDataDir } from '../measure/data.js';
 import { BENCHMARKS } from '../measure/registry.js';
 import { measure, planMeasure, type MeasureReport } from '../measure/run.js';
 import type { ScoreCI } from '../measure/types.js';
-import { parsing, positiveInt, UsageError } from './args.js';
+import { executionFlag, parsing, positiveInt, UsageError } from './args.js';
 import { Progress } from './progress.js';
 
 const usage =
   'dike measure <model-dir> --benchmark <name>[,<name>…] [--scorer <name>] [--data <dir>] [--json] [--out <file>] ' +
-  '[--limit N] [--seed N] [--resamples N] [--threads N] [--quiet]';
+  '[--limit N] [--seed N] [--resamples N] [--threads N] [--execution simulated|deployed] [--quiet]';
 
 function fmt(x: number): string {
   return Number.isFinite(x) ? x.toFixed(2) : 'n/a';
@@ -53,6 +53,7 @@ export const measureCommand = {
           seed: { type: 'string' },
           resamples: { type: 'string' },
           threads: { type: 'string' },
+          execution: { type: 'string' },
           quiet: { type: 'boolean' },
         },
       }),
@@ -65,6 +66,7 @@ export const measureCommand = {
     const limit = positiveInt(values.limit, '--limit');
     const resamples = positiveInt(values.resamples, '--resamples');
     const threads = positiveInt(values.threads, '--threads');
+    const execution = executionFlag(values.execution);
     const dataDir = resolveDataDir(values.data);
     const ckpt = loadCheckpoint(positionals[0]!);
     const request = {
@@ -77,7 +79,7 @@ export const measureCommand = {
     };
     planMeasure(ckpt, request); // fail on a bad name before loading the runtime
     const progress = Progress.forCli(values.quiet);
-    const runner = await ModelRunner.create(ckpt, threads !== undefined ? { threads } : {});
+    const runner = await ModelRunner.create(ckpt, { execution, ...(threads !== undefined ? { threads } : {}) });
     let report: MeasureReport;
     try {
       report = await measure(ckpt, runner, { ...request, onProgress: (b, d, t) => progress.update(b, d, t) });

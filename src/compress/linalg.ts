@@ -97,7 +97,7 @@ function choleskyRowTail(A: Float64Array, L: Float64Array, n: number, i: number,
  * With X = L⁻¹, X_ij = −(Σ_{k=j}^{i−1} L_ik X_kj) / L_ii and X_ii = 1 / L_ii; storing Y = Xᵀ makes
  * the sum a dot product of two contiguous rows, L_i and Y_j, blocked four rows i at a time.
  */
-function lowerInverseT(L: Float64Array, n: number): Float64Array {
+export function lowerInverseT(L: Float64Array, n: number): Float64Array {
   const Y = new Float64Array(n * n);
   const s = new Float64Array(8);
   let i0 = 0;
@@ -232,12 +232,22 @@ export function reconstructionError(
         d[m++] = v;
       }
     }
-    // d G dᵀ over the nonzero entries, using symmetry: Σ_a d_a² G_aa + 2 Σ_{b<a} d_a d_b G_ab.
-    for (let a = 0; a < m; a++) {
-      const ga = idx[a]! * cols;
-      let s = 0;
-      for (let b = 0; b < a; b++) s += d[b]! * gram[ga + idx[b]!]!;
-      total += d[a]! * (d[a]! * gram[ga + idx[a]!]! + 2 * s);
+    // d G dᵀ using symmetry: Σ_a d_a² G_aa + 2 Σ_{b<a} d_a d_b G_ab, over the nonzero entries when
+    // they are few, else over the whole row with contiguous reads of G.
+    if (2 * m > cols) {
+      for (let j = 0; j < cols; j++) d[j] = W[o + j]! - What[o + j]!;
+      for (let a = 0; a < cols; a++) {
+        const da = d[a]!;
+        if (da === 0) continue;
+        total += da * (da * gram[a * cols + a]! + 2 * dot(d, 0, gram, a * cols, 0, a));
+      }
+    } else {
+      for (let a = 0; a < m; a++) {
+        const ga = idx[a]! * cols;
+        let s = 0;
+        for (let b = 0; b < a; b++) s += d[b]! * gram[ga + idx[b]!]!;
+        total += d[a]! * (d[a]! * gram[ga + idx[a]!]! + 2 * s);
+      }
     }
   }
   return total;

@@ -5,17 +5,16 @@
 import { DikeError } from '../errors.js';
 
 /**
- * Set mask[i] = 1 for exactly min(k, n) entries of smallest score (n = scores.length), ties broken
- * by lower index. Entries already set stay set and are not counted. O(n log n) in a native sort.
+ * Set mask[i] = 1 for the min(k, n) entries of smallest score (n = scores.length), ties broken by
+ * lower index. O(n) expected (quickselect of the threshold, then one pass).
  */
 export function markSmallest(scores: Float64Array, k: number, mask: Uint8Array): void {
   const n = scores.length;
   k = Math.min(k, n);
   if (k <= 0) return;
-  const sorted = scores.slice().sort();
-  const threshold = sorted[k - 1]!;
+  const threshold = kthSmallest(scores.slice(), k - 1);
   let below = 0;
-  for (let i = 0; i < n && sorted[i]! < threshold; i++) below++;
+  for (let i = 0; i < n; i++) if (scores[i]! < threshold) below++;
   let ties = k - below;
   for (let i = 0; i < n; i++) {
     const s = scores[i]!;
@@ -28,9 +27,46 @@ export function markSmallest(scores: Float64Array, k: number, mask: Uint8Array):
 }
 
 /**
- * How many of `total` units (rows, column blocks) the part [start, end) removes so that every
- * prefix, and the whole, removes exactly round(sparsity · units): part counts differ by at most
- * one from sparsity · (end − start), and the matrix total equals magnitude pruning's per-matrix count.
+ * The value of rank r (0-based) in ascending order; reorders `a`. Quickselect with a median-of-three
+ * pivot (Hoare 1961, "FIND"), falling back to a full sort if partitioning degenerates.
+ */
+function kthSmallest(a: Float64Array, r: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  let budget = 2 * Math.ceil(Math.log2(a.length + 1)) + 8;
+  while (hi > lo) {
+    if (budget-- === 0) {
+      const rest = a.subarray(lo, hi + 1).sort();
+      return rest[r - lo]!;
+    }
+    const mid = (lo + hi) >>> 1;
+    // Median of a[lo], a[mid], a[hi] as the pivot.
+    const x = a[lo]!, y = a[mid]!, z = a[hi]!;
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : x < z ? x : y < z ? z : y;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! < pivot) i++;
+      while (a[j]! > pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i++] = a[j]!;
+        a[j--] = t;
+      }
+    }
+    // Now a[lo..j] ≤ pivot ≤ a[i..hi], and entries strictly between j and i equal the pivot.
+    if (r <= j) hi = j;
+    else if (r >= i) lo = i;
+    else return pivot;
+  }
+  return a[r]!;
+}
+
+/**
+ * How many weights the part [start, end) of a matrix removes, the matrix being split into units
+ * (rows, columns) of `perUnit` weights: round(s·perUnit·end) − round(s·perUnit·start). Every prefix,
+ * and so the whole matrix, removes exactly round(s · its size) — magnitude pruning's per-matrix
+ * count — and each part is within one of s · its size.
  */
 export function countFor(sparsity: number, perUnit: number, start: number, end: number): number {
   return Math.round(sparsity * (perUnit * end)) - Math.round(sparsity * (perUnit * start));
@@ -47,15 +83,23 @@ export function parsePattern(pattern: string): { n: number; m: number } {
  * groups aligned at input 0, as sparse tensor cores and methods/nm.ts use it): in row `row` of a
  * [rows, cols] score matrix, mark the M − N entries of smallest score in each group of columns
  * [from, to) (from and to − from multiples of M). Ties keep the lower index, as nm.ts does.
+ * `order` is scratch space of M entries.
  */
-export function markNM(scores: Float64Array, cols: number, row: number, from: number, to: number, n: number, m: number, mask: Uint8Array): void {
+export function markNM(scores: Float64Array, cols: number, row: number, from: number, to: number, n: number, m: number, mask: Uint8Array, order = new Int32Array(m)): void {
   const o = row * cols;
-  const order: number[] = [];
-  for (let g = from; g < to; g += m) {
-    order.length = 0;
-    for (let j = g; j < g + m; j++) order.push(j);
-    order.sort((a, b) => scores[o + a]! - scores[o + b]! || b - a);
-    for (let t = 0; t < m - n; t++) mask[o + order[t]!] = 1;
+  for (let g = o + from; g < o + to; g += m) {
+    // Insertion sort of the group's positions by (score, −index): M is small (4, 8, 16).
+    for (let a = 0; a < m; a++) {
+      const p = g + a;
+      const s = scores[p]!;
+      let b = a;
+      while (b > 0 && scores[order[b - 1]!]! >= s) {
+        order[b] = order[b - 1]!;
+        b--;
+      }
+      order[b] = p;
+    }
+    for (let t = 0; t < m - n; t++) mask[order[t]!] = 1;
   }
 }
 

@@ -309,7 +309,7 @@ export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, rec
       q.push([`${name}.scales`, fromFloat32(s.scales, [s.rows, groups], 'F32')]);
       q.push([`${name}.zeros`, { dtype: 'U8', shape: [s.rows, groups], bytes: s.zeros }]);
     }
-    const meta = Object.fromEntries([...result.quantized].map(([n, s]) => [n, JSON.stringify({ bits: s.bits, group_size: s.groupSize, symmetric: s.symmetric })]));
+    const meta = Object.fromEntries([...result.quantized].map(([n, s]) => [n, JSON.stringify({ bits: s.bits, group_size: s.groupSize, symmetric: s.symmetric, ...(s.dynamicActivations ? { dynamic_activations: true } : {}) })]));
     writeFileSync(path.join(outDir, 'quantization.safetensors'), serializeSafetensors(q, meta));
   }
   const cj = path.join(outDir, 'compression.json');

@@ -1,6 +1,9 @@
 /** The one place compression methods are registered: a new method is one file plus one line here. */
 import type { AnyMethod } from './types.js';
 import { magnitude } from './methods/magnitude.js';
+import { rtn } from './methods/rtn.js';
+import { gptq } from './methods/gptq.js';
+import { dynamicInt8 } from './methods/dynamic-int8.js';
 import { sparsegpt } from './methods/sparsegpt.js';
 import { wanda } from './methods/wanda.js';
 import { nm } from './methods/nm.js';
@@ -10,6 +13,9 @@ import { layers } from './methods/layers.js';
 
 export const METHODS: readonly AnyMethod[] = [
   magnitude,
+  rtn,
+  gptq,
+  dynamicInt8,
   wanda,
   sparsegpt,
   nm,

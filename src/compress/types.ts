@@ -46,6 +46,12 @@ export interface QuantState {
   scales: Float32Array;
   /** Zero points in code units, [rows, ceil(cols / groupSize)] (2^(bits−1) when symmetric). */
   zeros: Uint8Array;
+  /**
+   * The matrix also quantizes its input at run time: per tensor, to uint8, as ONNX
+   * DynamicQuantizeLinear (dynamic int8, e.g. `dynamic-int8`). Simulated execution then fake-quantizes
+   * the activations; deployed execution runs DynamicQuantizeMatMul. Absent: weight-only.
+   */
+  dynamicActivations?: boolean;
 }
 
 export interface CompressContext {

@@ -38,14 +38,14 @@
  *   share the masked input, so one forward pass scores the pair. Pairs whose pronouns tokenise to
  *   different lengths cannot be slot-compared and are excluded (none with the BERT vocabulary).
  *
- * Report: `score` = % of (minimal) pairs where s(pro) > s(anti) (50 = no preference; ties count as
- * neither), with groups `type1`, `type2` and per split (`type1/dev`, …). Zhao et al. report the bias
- * as the pro − anti gap of a coreference system's accuracy, per type; our analogue, `extra.gap`, is
- * the % of pairs preferring pro minus the % preferring anti, i.e. the accuracy of "pick the sentence
- * the model scores higher" on the pro set minus that on the anti set (= 2·score − 100 without ties),
- * overall and per type. Also the mean score difference and the preference split by the referent's
- * stereotype gender (a model that prefers "he" everywhere shows up there). `limit` takes the first N
- * pairs of each of the four (type, split) file pairs.
+ * Report: `score` = % of (minimal) pairs where s(pro) > s(anti) (50 = no preference; a tie counts in
+ * n for neither side, outcome null), with groups `type1`, `type2` and per split (`type1/dev`, …).
+ * Zhao et al. report the bias as the pro − anti gap of a coreference system's accuracy, per type;
+ * our analogue, `extra.gap`, is the % of pairs preferring pro minus the % preferring anti, i.e. the
+ * accuracy of "pick the sentence the model scores higher" on the pro set minus that on the anti set
+ * (= 2·score − 100 without ties), overall and per type. Also the mean score difference and the
+ * preference split by the referent's stereotype gender (a model that prefers "he" everywhere shows up
+ * there). `limit` takes the first N pairs of each of the four (type, split) file pairs.
  */
 import path from 'node:path';
 import { DikeError } from '../errors.js';

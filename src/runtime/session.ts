@@ -4,6 +4,12 @@
  *   logits    rows [n, hidden] → logits [n, outputs]
  *   logprobs  rows [n, hidden], targets [n] → log softmax(logits)[target]  [n]
  * so that the vocabulary projection runs only at the rows a scorer asks for.
+ *
+ * Execution modes (RuntimeOptions.execution):
+ *   simulated (default)  float32 kernels over the stored weights (a quantized matrix is stored as its
+ *                        dequantized values); dynamic-int8 matrices also fake-quantize their input.
+ *   deployed             quantized matrices (quantization.safetensors) run on ONNX Runtime's integer
+ *                        kernels: MatMulNBits, DynamicQuantizeMatMul (compress/deploy.ts).
  */
 import ort from 'onnxruntime-node';
 import type { Checkpoint } from '../model/checkpoint.js';
@@ -11,10 +17,59 @@ import { weightSource } from '../model/checkpoint.js';
 import { GraphBuilder } from '../model/graph/build.js';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import type { Graph } from '../model/graph/ir.js';
+import { DikeError } from '../errors.js';
+import type { QuantState } from '../compress/types.js';
+import { checkQuantized, deployGraph, fakeQuantizeActivations, QUANTIZATION_FILE, readQuantization, readQuantizationInfo, type DeployOptions, type Execution } from '../compress/deploy.js';
 
 export interface RuntimeOptions {
   /** Intra-op threads (default: ORT's choice, all physical cores). */
   threads?: number;
+  /** 'simulated' (default) or 'deployed' (integer kernels for quantized matrices). */
+  execution?: Execution;
+  /** Integer forms by weight name; default: the model directory's quantization.safetensors. */
+  quantized?: ReadonlyMap<string, QuantState>;
+  deploy?: DeployOptions;
+}
+
+/** What a graph needs to know to run in a mode: the integer forms, and where they came from. */
+export interface ExecutionPlan {
+  execution: Execution;
+  /** Integer forms (deployed; simulated execution does not read the codes). */
+  quantized: ReadonlyMap<string, QuantState>;
+  /** Weights whose input is quantized at run time (dynamic int8). */
+  dynamicActivations: ReadonlySet<string>;
+  deploy: DeployOptions;
+  /** Names the integer forms' source in errors. */
+  file: string;
+}
+
+/**
+ * Resolve the execution mode for a model: read its integer forms (unless given) and, when deployed,
+ * check that they reproduce the float weights. Deployed execution of a model without quantized
+ * matrices is an error rather than a silent float run.
+ */
+export function executionPlan(m: ModelLike, opts: Pick<RuntimeOptions, 'execution' | 'quantized' | 'deploy'> = {}): ExecutionPlan {
+  const execution = opts.execution ?? 'simulated';
+  if (execution !== 'simulated' && execution !== 'deployed') throw new DikeError(m.dir, 'execution', `expected simulated or deployed, found ${JSON.stringify(execution)}`);
+  const file = opts.quantized !== undefined ? `${m.dir} (integer forms given in memory)` : `${m.dir}/${QUANTIZATION_FILE}`;
+  const dynamic = (info: ReadonlyMap<string, { dynamicActivations?: boolean }>): Set<string> =>
+    new Set([...info].filter(([, s]) => s.dynamicActivations === true).map(([k]) => k));
+  if (execution === 'simulated') {
+    const info = opts.quantized ?? readQuantizationInfo(m.dir) ?? new Map<string, QuantState>();
+    return { execution, quantized: new Map(), dynamicActivations: dynamic(info), deploy: opts.deploy ?? {}, file };
+  }
+  const quantized = opts.quantized ?? readQuantization(m.dir) ?? new Map<string, QuantState>();
+  if (quantized.size === 0) {
+    throw new DikeError(m.dir, '', `the model has no quantized matrices (no ${QUANTIZATION_FILE}), so there is nothing to deploy on integer kernels; run it simulated, or compress it with a quantization method first`);
+  }
+  checkQuantized(quantized, m.family.linears(m.config, m.task), m.params, file);
+  return { execution, quantized, dynamicActivations: dynamic(quantized), deploy: opts.deploy ?? {}, file };
+}
+
+/** A graph as it runs in the plan's mode: integer kernels (deployed) or fake-quantized activations (simulated). */
+export function planGraph(g: Graph, plan: ExecutionPlan): Graph {
+  if (plan.execution === 'deployed') return deployGraph(g, plan.quantized, plan.deploy, plan.file).graph;
+  return plan.dynamicActivations.size === 0 ? g : fakeQuantizeActivations(g, plan.dynamicActivations);
 }
 
 export type ModelLike = Pick<Checkpoint, 'family' | 'config' | 'task' | 'shape' | 'params' | 'dir' | 'weightFiles'>;
@@ -81,11 +136,13 @@ export class ModelRunner {
     readonly model: ModelLike,
     private readonly body: ort.InferenceSession,
     private readonly opts: RuntimeOptions,
+    readonly plan: ExecutionPlan,
   ) {}
 
   static async create(model: ModelLike, opts: RuntimeOptions = {}): Promise<ModelRunner> {
-    const body = await ort.InferenceSession.create(graphToOnnx(buildBodyGraph(model)), sessionOptions(opts));
-    return new ModelRunner(model, body, opts);
+    const plan = executionPlan(model, opts);
+    const body = await ort.InferenceSession.create(graphToOnnx(planGraph(buildBodyGraph(model), plan)), sessionOptions(opts));
+    return new ModelRunner(model, body, opts, plan);
   }
 
   get numLayers(): number {
@@ -99,7 +156,7 @@ export class ModelRunner {
   private head(kind: 'logits' | 'logprobs'): Promise<ort.InferenceSession> {
     let s = this.heads.get(kind);
     if (s === undefined) {
-      s = ort.InferenceSession.create(graphToOnnx(buildHeadGraph(this.model, kind)), sessionOptions(this.opts));
+      s = ort.InferenceSession.create(graphToOnnx(planGraph(buildHeadGraph(this.model, kind), this.plan)), sessionOptions(this.opts));
       this.heads.set(kind, s);
     }
     return s;

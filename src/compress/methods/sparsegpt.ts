@@ -2,20 +2,26 @@
  * SparseGPT (Frantar & Alistarh 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned
  * in One-Shot", Algorithm 1). Per matrix W [out, in] with calibration inputs X [in, tokens]:
  *
- *   H = 2 X Xᵀ / tokens + λI,  λ = dampening_frac · mean diag      (§3, the layer-wise Hessian)
- *   U = chol(H⁻¹) upper, so row i of U is the OBS direction once inputs < i are fixed (§3.2, eq. 5)
- *   for each block of B input columns (lazy batch updates, §3.3):
- *     every B_s columns, choose the mask: the (exact) share of the smallest w²/U_jj² in those
- *     columns ("adaptive mask selection", eq. 3 with [H⁻¹]_jj = U_jj²); for N:M, per row, the
- *     M − N smallest of every group of M (§3.4)
- *     column j: e = w_j / U_jj on pruned entries (0 elsewhere), W[:, j] ← W[:, j] masked,
- *               W[:, j+1:block end] −= e · U[j, j+1:block end]          (OBS update, eq. 4)
+ *   H = 2 X Xᵀ / tokens + λI, λ = dampening_frac · mean diag H        (the layer-wise Hessian)
+ *   U = upper Cholesky factor of H⁻¹: row j of U, from the diagonal on, is the OBS direction for
+ *       removing input j once inputs < j are fixed, and U_jj² = [H_{j:,j:}⁻¹]_00
+ *   for each block of B input columns (lazy batch updates, as in GPTQ):
+ *     every B_s columns ("adaptive mask selection"): prune the block's exact share of the entries of
+ *       smallest OBS error w²/[H⁻¹]_jj = w²/U_jj²; for N:M ("semi-structured sparsity"), per row,
+ *       the M − N smallest of every group of M inputs, chosen when the group is reached
+ *     column j: e = w_j / U_jj on pruned entries (0 elsewhere); w_j ← 0;
+ *       W[:, j+1:block end] −= e · U[j, j+1:block end]   (OBS: δ = −w_j/[H⁻¹]_jj · H⁻¹_{j,:})
  *     after the block: W[:, block end:] −= E · U[block, block end:]
  *
  * Exact bookkeeping: W − Ŵ = E·U, so ‖W − Ŵ‖²_H = ‖E‖²_F (U H Uᵀ = I), and the reconstruction error
  * ‖(W − Ŵ)X‖² = tokens/2 · (‖E‖² − λ‖W − Ŵ‖²) comes for free (recorded in the report).
  * Inputs never active on the calibration set are zeroed first (their H_jj is set to 1), as in the
- * reference code. Weights are processed in float64; U is computed in float64 (linalg.ts).
+ * reference code. Weights are processed in float64 and U is computed in float64 (linalg.ts); the
+ * result is written back as float32.
+ *
+ * Counts: the mask block [a, b) removes round(s·rows·b) − round(s·rows·a) weights, so the matrix
+ * loses exactly round(s·rows·cols) — magnitude pruning's per-matrix count. (The reference code takes
+ * every entry at or below the ⌊s·n⌋-th smallest score per block, one or a few more.)
  */
 import { DikeError } from '../../errors.js';
 import { choleskyInverseUpper, dampen, deadInputs } from '../linalg.js';
@@ -56,7 +62,7 @@ export function sparseGptMatrix(
   opts: { sparsity?: number; nm?: { n: number; m: number }; blockSize: number; maskBlockSize: number; dampeningFrac: number },
 ): SparseGptResult {
   if (!(tokens > 0)) throw new DikeError('recipe', 'sparsegpt', 'calibration saw no tokens');
-  const W = Float64Array.from(W0);
+  const W = new Float64Array(W0);
   // H = 2XXᵀ/n (the Hessian of ‖WX − ŴX‖²/n); any positive scale gives the same mask and update.
   const H = new Float64Array(cols * cols);
   for (let i = 0; i < H.length; i++) H[i] = (2 * gram[i]!) / tokens;
@@ -71,24 +77,42 @@ export function sparseGptMatrix(
   const nm = opts.nm;
   const mask = new Uint8Array(rows * cols);
   const E = new Float64Array(rows * B); // errors e of the current block, [rows, B]
+  // Rows are independent once the mask is known, so each stretch between two mask selections is
+  // processed row by row (the row's block segment stays in cache); N:M masks are per row anyway.
+  const step = nm === undefined && Bs < B ? Bs : B;
+  const nmScores = new Float64Array(nm?.m ?? 0);
+  const nmMask = new Uint8Array(nm?.m ?? 0);
+  const nmOrder = new Int32Array(nm?.m ?? 0);
   let errSq = 0;
   for (let i1 = 0; i1 < cols; i1 += B) {
     const i2 = Math.min(i1 + B, cols);
     E.fill(0);
-    for (let j = i1; j < i2; j++) {
-      if (nm === undefined && j % Bs === 0) selectUnstructured(W, U, rows, cols, j, Math.min(j + Bs, cols), opts.sparsity!, mask);
-      if (nm !== undefined && j % nm.m === 0) selectNM(W, U, rows, cols, j, j + nm.m, nm, mask);
-      const urow = j * cols;
-      const d = U[urow + j]!;
+    for (let s1 = i1; s1 < i2; s1 += step) {
+      const s2 = Math.min(s1 + step, i2);
+      if (nm === undefined && s1 % Bs === 0) selectUnstructured(W, U, rows, cols, s1, Math.min(s1 + Bs, cols), opts.sparsity!, mask);
       for (let r = 0; r < rows; r++) {
         const o = r * cols;
-        if (!mask[o + j]) continue;
-        const e = W[o + j]! / d; // eq. 4: δ = −w_j / [H⁻¹]_jj · H⁻¹_{j,:}, in Cholesky form
-        W[o + j] = 0;
-        if (e === 0) continue;
-        E[r * B + (j - i1)] = e;
-        errSq += e * e;
-        for (let c = j + 1; c < i2; c++) W[o + c]! -= e * U[urow + c]!;
+        for (let j = s1; j < s2; j++) {
+          if (nm !== undefined && j % nm.m === 0) {
+            // This row's group [j, j + M): prune the M − N smallest w²/U_cc² (W is current up to j).
+            for (let c = 0; c < nm.m; c++) {
+              const w = W[o + j + c]!;
+              const d = U[(j + c) * cols + j + c]!;
+              nmScores[c] = (w * w) / (d * d);
+            }
+            nmMask.fill(0);
+            markNM(nmScores, nm.m, 0, 0, nm.m, nm.n, nm.m, nmMask, nmOrder);
+            for (let c = 0; c < nm.m; c++) if (nmMask[c]) mask[o + j + c] = 1;
+          }
+          if (!mask[o + j]) continue;
+          const urow = j * cols;
+          const e = W[o + j]! / U[urow + j]!; // δ = −w_j/[H⁻¹]_jj · H⁻¹_{j,:} = −(w_j/U_jj) · U_{j,:}
+          W[o + j] = 0;
+          if (e === 0) continue;
+          E[r * B + (j - i1)] = e;
+          errSq += e * e;
+          for (let c = j + 1; c < i2; c++) W[o + c]! -= e * U[urow + c]!;
+        }
       }
     }
     if (i2 < cols) lazyUpdate(W, U, E, rows, cols, B, i1, i2);
@@ -102,14 +126,12 @@ export function sparseGptMatrix(
 /** w²/U_jj² for columns [from, to), as a [rows, to − from] matrix. */
 function saliency(W: Float64Array, U: Float64Array, rows: number, cols: number, from: number, to: number): Float64Array {
   const width = to - from;
+  const inv = new Float64Array(width);
+  for (let c = 0; c < width; c++) inv[c] = 1 / U[(from + c) * cols + from + c]! ** 2;
   const s = new Float64Array(rows * width);
-  for (let c = from; c < to; c++) {
-    const d = U[c * cols + c]!;
-    const d2 = d * d;
-    for (let r = 0; r < rows; r++) {
-      const w = W[r * cols + c]!;
-      s[r * width + (c - from)] = (w * w) / d2;
-    }
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols + from;
+    for (let c = 0; c < width; c++) s[r * width + c] = W[o + c]! ** 2 * inv[c]!;
   }
   return s;
 }
@@ -120,15 +142,6 @@ function selectUnstructured(W: Float64Array, U: Float64Array, rows: number, cols
   const scores = saliency(W, U, rows, cols, from, to);
   const local = new Uint8Array(rows * width);
   markSmallest(scores, countFor(sparsity, rows, from, to), local);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) if (local[r * width + c]) mask[r * cols + from + c] = 1;
-}
-
-/** N:M selection for the group of columns [from, to), row by row. */
-function selectNM(W: Float64Array, U: Float64Array, rows: number, cols: number, from: number, to: number, nm: { n: number; m: number }, mask: Uint8Array): void {
-  const width = to - from;
-  const scores = saliency(W, U, rows, cols, from, to);
-  const local = new Uint8Array(rows * width);
-  for (let r = 0; r < rows; r++) markNM(scores, width, r, 0, width, nm.n, nm.m, local);
   for (let r = 0; r < rows; r++) for (let c = 0; c < width; c++) if (local[r * width + c]) mask[r * cols + from + c] = 1;
 }
 

@@ -2,9 +2,10 @@
  * Wanda (Sun, Liu, Bair & Kolter 2024, "A Simple and Effective Pruning Approach for Large Language
  * Models", eq. 1): the importance of weight W_ij (row i = output, column j = input) is
  *   S_ij = |W_ij| · ‖X_j‖₂,   ‖X_j‖₂² = Σ_tokens x_j² = (X Xᵀ)_jj (the Gram diagonal),
- * compared within each output row (the paper's per-output comparison group, §3): every row loses
- * its lowest-scoring weights. No weight update. Semi-structured N:M (§4, "at most N non-zeros in
- * every M consecutive weights") compares within each group of M inputs of a row instead.
+ * compared within each output row (the paper's per-output comparison group): every row loses its
+ * lowest-scoring weights. No weight update. With N:M ("at most N non-zeros in every M consecutive
+ * weights", the paper's semi-structured setting) the comparison group is each group of M inputs of
+ * a row, aligned at input 0; M must divide the input dimension.
  *
  * Counts: row r loses round(s·cols·(r+1)) − round(s·cols·r) weights, i.e. ⌊s·cols⌋ or ⌈s·cols⌉, so
  * that the matrix loses exactly round(s·rows·cols), as magnitude pruning does (the reference code
