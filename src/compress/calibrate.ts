@@ -12,7 +12,7 @@ import { withLinearInputGrams } from '../model/graph/capture.js';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import { Rng } from '../measure/stats/rng.js';
 import { sha256Bytes } from '../measure/data.js';
-import { buildBodyGraph, buildHeadGraph, gatherRows, padBatch, type ModelLike } from '../runtime/session.js';
+import { buildBodyGraph, buildHeadGraph, gatherRows, ortSessionOptions, padBatch, type ModelLike } from '../runtime/session.js';
 import type { InputStats } from './types.js';
 
 export interface CalibrationSpec {
@@ -74,8 +74,7 @@ export async function inputStats(
   opts: { threads?: number; batchRows?: number } = {},
 ): Promise<Map<string, InputStats>> {
   const m: ModelLike = { ...model, params };
-  const sessionOpts: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1 };
-  if (opts.threads !== undefined) sessionOpts.intraOpNumThreads = opts.threads;
+  const sessionOpts = ortSessionOptions(opts.threads);
   const bodyTargets = targets.filter((t) => t.layer >= 0).map((t) => t.weight);
   const headTargets = targets.filter((t) => t.layer < 0).map((t) => t.weight);
   const L = model.shape.numLayers;
