@@ -9,6 +9,7 @@ import { logprobsCommand } from './logprobs.js';
 import { measureCommand } from './measure.js';
 import { dataCommand } from './data.js';
 import { compressCommand } from './compress.js';
+import { auditCommand } from './audit.js';
 import { exportCommand } from './export.js';
 import { UsageError } from './args.js';
 
@@ -19,6 +20,7 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
+  audit: auditCommand,
   inspect: inspectCommand,
   logprobs: logprobsCommand,
   measure: measureCommand,
