@@ -152,23 +152,27 @@ async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threa
 
 // ---- statistics -------------------------------------------------------------------------------
 
-/** The benchmark's headline over a subset of items: 100·mean(outcome) when binary, else mean(score). */
-function itemStatistic(items: readonly ItemScore[]): { values: Float64Array; binary: boolean } {
-  const binary = items.length > 0 && items.every((i) => i.outcome === 0 || i.outcome === 1);
-  return { values: Float64Array.from(items, (i) => (binary ? 100 * (i.outcome as number) : i.score)), binary };
+type AuditStatistic = NonNullable<Benchmark['auditStatistic']>;
+
+/** Per-item values of what the audit compares: 100·outcome, the score, or |score|. */
+function itemStatistic(items: readonly ItemScore[], kind?: AuditStatistic): { values: Float64Array; binary: boolean } {
+  const binary = (kind === undefined || kind === 'outcome-rate') && items.length > 0 && items.every((i) => i.outcome === 0 || i.outcome === 1);
+  const value = (i: ItemScore): number => (binary ? 100 * (i.outcome as number) : kind === 'mean-abs-score' ? Math.abs(i.score) : i.score);
+  return { values: Float64Array.from(items, value), binary };
 }
 
-function pairedCell(dense: ItemScore[], variant: ItemScore[], seed: number, resamples: number): Omit<PairedCell, 'pHolm' | 'significant'> {
+function pairedCell(dense: ItemScore[], variant: ItemScore[], seed: number, resamples: number, kind?: AuditStatistic): Omit<PairedCell, 'pHolm' | 'significant'> {
   // Items with an undefined outcome (excluded by the benchmark) are left out of both sides alike.
   const keep = new Set(dense.filter((d) => d.outcome !== null).map((d) => d.id));
   const d = dense.filter((i) => keep.has(i.id));
   const v = variant.filter((i) => keep.has(i.id));
   const paired = pairOutcomes(d, v);
-  const ds = itemStatistic(d);
-  const vs = itemStatistic(v);
+  const ds = itemStatistic(d, kind);
+  const vs = itemStatistic(v, kind);
   const binary = ds.binary && vs.binary;
-  const a = binary ? ds.values : Float64Array.from(paired.dense);
-  const b = binary ? Float64Array.from(paired.compressedOutcome, (o) => 100 * (o as number)) : Float64Array.from(paired.compressed);
+  const abs = kind === 'mean-abs-score';
+  const a = binary ? ds.values : Float64Array.from(paired.dense, (x) => (abs ? Math.abs(x) : x));
+  const b = binary ? Float64Array.from(paired.compressedOutcome, (o) => 100 * (o as number)) : Float64Array.from(paired.compressed, (x) => (abs ? Math.abs(x) : x));
   const boot = pairedBootstrapDelta(a, b, { seed, resamples });
   const variantCI = bootstrapCI(b.length, (idx) => { let s = 0; for (const i of idx) s += b[i]!; return s / idx.length; }, { seed, resamples });
   let p = NaN;
@@ -186,13 +190,13 @@ function pairedCell(dense: ItemScore[], variant: ItemScore[], seed: number, resa
   return { score: variantCI, delta: boot.delta, deltaCi95: boot.ci95, test, p };
 }
 
-function compare(bench: string, dense: BenchmarkResult, variant: BenchmarkResult, name: string, seed: number, resamples: number, alpha: number, texts: Map<string, string>): VariantComparison {
-  const overall = pairedCell(dense.items, variant.items, subSeed(seed, `${bench}/${name}`), resamples);
+function compare(bench: string, kind: AuditStatistic | undefined, dense: BenchmarkResult, variant: BenchmarkResult, name: string, seed: number, resamples: number, alpha: number, texts: Map<string, string>): VariantComparison {
+  const overall = pairedCell(dense.items, variant.items, subSeed(seed, `${bench}/${name}`), resamples, kind);
   const groupsRaw: Record<string, Omit<PairedCell, 'pHolm' | 'significant'>> = {};
   for (const g of Object.keys(dense.groups)) {
     const di = dense.items.filter((i) => i.group === g);
     const vi = variant.items.filter((i) => i.group === g);
-    if (di.length > 0) groupsRaw[g] = pairedCell(di, vi, subSeed(seed, `${bench}/${name}/${g}`), resamples);
+    if (di.length > 0) groupsRaw[g] = pairedCell(di, vi, subSeed(seed, `${bench}/${name}/${g}`), resamples, kind);
   }
   const names = Object.keys(groupsRaw);
   const adj = holm(names.map((g) => (Number.isFinite(groupsRaw[g]!.p) ? groupsRaw[g]!.p : 1)));
@@ -239,12 +243,12 @@ function neutralScore(bench: string): number {
   return bench === 'seat' || bench === 'bbq' ? 0 : 50;
 }
 
-function denseSummary(r: BenchmarkResult): { overall: ScoreCI; groups: Record<string, ScoreCI> } {
-  const { values } = itemStatistic(r.items.filter((i) => i.outcome !== null));
+function denseSummary(r: BenchmarkResult, kind?: AuditStatistic): { overall: ScoreCI; groups: Record<string, ScoreCI> } {
+  const { values } = itemStatistic(r.items.filter((i) => i.outcome !== null), kind);
   const overall = bootstrapCI(values.length, (idx) => { let s = 0; for (const i of idx) s += values[i]!; return s / idx.length; }, { seed: r.seed, resamples: r.resamples });
   const groups: Record<string, ScoreCI> = {};
   for (const g of Object.keys(r.groups)) {
-    const { values: gv } = itemStatistic(r.items.filter((i) => i.group === g && i.outcome !== null));
+    const { values: gv } = itemStatistic(r.items.filter((i) => i.group === g && i.outcome !== null), kind);
     groups[g] = bootstrapCI(gv.length, (idx) => { let s = 0; for (const i of idx) s += gv[i]!; return s / idx.length; }, { seed: subSeed(r.seed, g), resamples: r.resamples });
   }
   return { overall, groups };
@@ -354,8 +358,8 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
         scorer,
         metric: dr.metric,
         neutral: neutralScore(benchmark.name),
-        dense: denseSummary(dr),
-        variants: vs.map((m) => compare(benchmark.name, dr, m.results.get(benchmark.name)!, m.entry.name, req.seed, req.resamples, req.alpha, texts)),
+        dense: denseSummary(dr, benchmark.auditStatistic),
+        variants: vs.map((m) => compare(benchmark.name, benchmark.auditStatistic, dr, m.results.get(benchmark.name)!, m.entry.name, req.seed, req.resamples, req.alpha, texts)),
       };
     });
     const data = [...dataHashes.values()].flatMap((h) => h.records);

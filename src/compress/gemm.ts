@@ -12,6 +12,7 @@
 import ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { DikeError } from '../errors.js';
+import { ortSessionOptions } from '../runtime/session.js';
 import { cholesky, dampen, lowerInverseT } from './linalg.js';
 
 const { onnx } = onnxProto;
@@ -73,9 +74,8 @@ export class Gemm {
     const key = `${+v.transA}${+v.transB}${v.alpha}${+v.withC}`;
     let s = this.sessions.get(key);
     if (s === undefined) {
-      const o: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1 };
-      if (this.threads !== undefined) o.intraOpNumThreads = this.threads;
-      this.sessions.set(key, (s = ort.InferenceSession.create(gemmModel(v), o)));
+      // Dikē's session options: between products the caller runs JavaScript, so pools do not spin.
+      this.sessions.set(key, (s = ort.InferenceSession.create(gemmModel(v), ortSessionOptions(this.threads))));
     }
     return s;
   }

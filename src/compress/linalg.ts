@@ -1,10 +1,11 @@
 /**
  * Dense linear algebra for second-order compression (SparseGPT, GPTQ): symmetric positive-definite
- * matrices as row-major n×n Float64Arrays. Everything here is float64: the Hessians of wide layers
- * (n = 3072) are ill-conditioned enough that float32 Cholesky loses the small pivots.
+ * matrices as row-major n×n Float64Arrays. Everything here is float64, so that the ill-conditioned
+ * Hessians of wide layers (n = 3072, often fewer calibration tokens than inputs) factor reliably.
  *
  *   cholesky(A)                 lower L with A = L Lᵀ
  *   choleskyInverse(L)          A⁻¹ = L⁻ᵀ L⁻¹
+ *   lowerInverseT(L)            (L⁻¹)ᵀ, upper triangular (the blocked GEMM versions in gemm.ts build on it)
  *   deadInputs(H) / dampen(H)   the preparation both papers apply to H before inverting it
  *   choleskyInverseUpper(H)     upper U with (H + λI)⁻¹ = Uᵀ U: the "Hinv" rows that GPTQ
  *                               (Frantar et al. 2023, §3 "Cholesky reformulation") and SparseGPT

@@ -49,6 +49,22 @@ export function groupCount(cols: number, groupSize: number): number {
   return Math.ceil(cols / groupSize);
 }
 
+/** Scale (float32) and zero point of a range [xmin, xmax] that contains 0, into scales[at], zeros[at]. */
+function paramsOfRange(g: Grid, xmin: number, xmax: number, scales: Float32Array, zeros: Uint8Array, at: number): void {
+  if (g.symmetric) {
+    const a = Math.max(-xmin, xmax);
+    xmin = -a;
+    xmax = a;
+  }
+  if (xmin === 0 && xmax === 0) {
+    xmin = -1;
+    xmax = 1;
+  }
+  const scale = Math.fround(Math.fround(xmax - xmin) / g.maxq);
+  scales[at] = scale;
+  zeros[at] = g.symmetric ? (g.maxq + 1) / 2 : Math.min(g.maxq, Math.max(0, rint(Math.fround(-xmin / scale))));
+}
+
 /**
  * Scale (float32) and zero point of the values x[off], x[off + stride], … (n of them).
  * Writes into scales[at] and zeros[at].
@@ -70,18 +86,35 @@ export function findParams(
     if (v < xmin) xmin = v;
     if (v > xmax) xmax = v;
   }
-  if (g.symmetric) {
-    const a = Math.max(-xmin, xmax);
-    xmin = -a;
-    xmax = a;
+  paramsOfRange(g, xmin, xmax, scales, zeros, at);
+}
+
+/**
+ * findParams for every row r of a transposed matrix xT [cols, rows] over columns [c0, c1), reading
+ * memory in order: the grid of (row r, group k) goes to scales[r·groups + k], zeros[r·groups + k].
+ */
+export function findParamsT(
+  g: Grid,
+  xT: ArrayLike<number>,
+  rows: number,
+  c0: number,
+  c1: number,
+  scales: Float32Array,
+  zeros: Uint8Array,
+  groups: number,
+  k: number,
+): void {
+  const lo = new Float64Array(rows);
+  const hi = new Float64Array(rows);
+  for (let c = c0; c < c1; c++) {
+    const off = c * rows;
+    for (let r = 0; r < rows; r++) {
+      const v = xT[off + r]!;
+      if (v < lo[r]!) lo[r] = v;
+      if (v > hi[r]!) hi[r] = v;
+    }
   }
-  if (xmin === 0 && xmax === 0) {
-    xmin = -1;
-    xmax = 1;
-  }
-  const scale = Math.fround(Math.fround(xmax - xmin) / g.maxq);
-  scales[at] = scale;
-  zeros[at] = g.symmetric ? (g.maxq + 1) / 2 : Math.min(g.maxq, Math.max(0, rint(Math.fround(-xmin / scale))));
+  for (let r = 0; r < rows; r++) paramsOfRange(g, lo[r]!, hi[r]!, scales, zeros, r * groups + k);
 }
 
 /** The code of x on the grid (scale, zero). */

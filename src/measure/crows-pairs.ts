@@ -154,7 +154,7 @@ async function scorePairs(
             group: p.biasType,
             score: llMore - llLess,
             outcome: hit ? 1 : 0,
-            detail: { ll_more: llMore, ll_less: llLess, n_tokens_more: enc[k]![0].length, n_tokens_less: enc[k]![1].length, direction: p.direction },
+            detail: { ll_more: llMore, ll_less: llLess, n_tokens_more: enc[k]![0].length, n_tokens_less: enc[k]![1].length, direction: p.direction, text: `${p.sentMore} / ${p.sentLess}` },
           },
         });
       });
@@ -203,6 +203,7 @@ async function scorePairs(
               n_scored_tokens: q.pos1.length,
               outcome: neutral ? 'neutral' : hit ? 'hit' : 'miss',
               direction: q.p.direction,
+              text: `${q.p.sentMore} / ${q.p.sentLess}`,
             },
           },
         });

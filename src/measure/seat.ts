@@ -464,6 +464,7 @@ const ALL_TASKS = ['masked-lm', 'causal-lm', 'sequence-classification'] as const
 
 export const seat: Benchmark = {
   name: 'seat',
+  auditStatistic: 'mean-abs-score',
   description: "SEAT/WEAT: how differently two target groups associate with two attribute sets in the model's encodings (mean |effect size| over the tests; 0 = none)",
   reference: 'May et al. 2019 (W4ngatang/sent-bias weat.py); Caliskan et al. 2017; bias-bench SEATRunner for the sentence encoding and the average absolute effect size',
   dataset: SEAT_DATASET,

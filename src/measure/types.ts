@@ -101,6 +101,11 @@ export interface Benchmark {
   reference: string;
   dataset: Dataset;
   scorers: Readonly<Record<string, ScorerSpec>>;
+  /**
+   * What the audit compares item by item: the rate of biased outcomes (×100; the default when every
+   * item has a 0/1 outcome), the mean item score, or the mean absolute item score (effect sizes).
+   */
+  auditStatistic?: 'outcome-rate' | 'mean-score' | 'mean-abs-score';
   /** The scorer used when none is named, for a model of this task. */
   defaultScorer(task: Task): string | undefined;
   run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult>;

@@ -19,7 +19,7 @@ figure{margin:0}figcaption{font-size:12px;color:#555;max-width:560px}.legend spa
 
 function table(headers: string[], rows: (string | number)[][], leftCols = 1): string {
   const th = headers.map((h, i) => `<th class="${i < leftCols ? 'l' : ''}">${esc(h)}</th>`).join('');
-  const tr = rows.map((r) => `<tr>${r.map((c, i) => `<td class="${i < leftCols ? 'l' : ''}">${typeof c === 'number' ? fmt(c) : c}</td>`).join('')}</tr>`).join('');
+  const tr = rows.map((r) => `<tr>${r.map((c, i) => `<td class="${i < leftCols ? 'l' : ''}">${typeof c === 'number' ? (Number.isInteger(c) ? String(c) : fmt(c)) : c}</td>`).join('')}</tr>`).join('');
   return `<table><thead><tr>${th}</tr></thead><tbody>${tr}</tbody></table>`;
 }
 
@@ -86,7 +86,7 @@ function heatmap(b: BenchmarkAudit): string {
   const cell = 46;
   const left = 150;
   const top = 96;
-  const w = left + groups.length * cell + 10;
+  const w = left + groups.length * cell + 90;
   const h = top + b.variants.length * cell + 10;
   const deltas = b.variants.flatMap((v) => [v.overall.delta, ...Object.values(v.groups).map((c) => c.delta)]).filter(Number.isFinite);
   const maxAbs = Math.max(1e-12, ...deltas.map(Math.abs));

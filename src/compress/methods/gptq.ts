@@ -11,7 +11,8 @@
  *     q_j = quant(w_j);  e_j = (w_j − q_j) / U_jj;  W[:, j:] −= e_j U[j, j:]   (Algorithm 1 inner loop)
  *   the updates of a block to later columns are applied lazily, once per block, as one matrix
  *   product W[:, i₂:] −= E · U[i₁:i₂, i₂:]  (§3 "Lazy batch-updates"); within a block the same
- *   scheme is applied again in sub-blocks of 16, which changes only the order of the additions.
+ *   scheme is applied again in sub-blocks of 32 (and within those, each column collects the updates
+ *   of the columns before it), which changes only the order of the additions.
  *
  * Choices, as the reference implementations make them (IST-DASLab/gptq `fasterquant`, AutoGPTQ):
  *   - group_size g: a group's scale and zero are computed from the current weights when the block
@@ -37,7 +38,7 @@
 import { DikeError } from '../../errors.js';
 import { Gemm, block, choleskyInverseUpperBlocked } from '../gemm.js';
 import { OptionReader } from '../options.js';
-import { dequantize, emptyState, findParams, grid, groupCount, quantizeCode, type Grid } from '../quantizer.js';
+import { dequantize, emptyState, findParamsT, grid, groupCount, quantizeCode, type Grid } from '../quantizer.js';
 import { fromOutIn, type InputStats, type Method, type MatrixReport, type QuantState } from '../types.js';
 import { assertFinite, readQuantOptions, type QuantOptions } from './rtn.js';
 import type { LinearInfo } from '../../model/arch/types.js';
@@ -52,7 +53,7 @@ export interface GptqOptions extends QuantOptions {
 }
 
 /** Sub-block width inside a lazy-update block: small enough that the JavaScript part is cheap. */
-const SUB_BLOCK = 16;
+const SUB_BLOCK = 32;
 
 /** What GPTQ needs from one input Gram matrix; shared by the maps that read the same input (q, k, v). */
 export interface PreparedHessian {
@@ -91,7 +92,7 @@ export async function prepareHessian(gemm: Gemm, stats: InputStats, damp: number
     const { U, lambda } = await choleskyInverseUpperBlocked(gemm, Hp, n, damp);
     return { n, tokens: stats.tokens, perm, dead, U, lambda };
   } catch (e) {
-    if (e instanceof DikeError) throw new DikeError(where, 'inverse Hessian', `${e.problem} (damp ${damp})`);
+    if (e instanceof DikeError) throw new DikeError(where, 'inverse Hessian', `${e.problem} (dampening_frac ${damp})`);
     throw e;
   }
 }
@@ -115,7 +116,7 @@ export async function gptqMatrix(
   rows: number,
   cols: number,
   h: PreparedHessian,
-  opts: Pick<GptqOptions, 'bits' | 'group_size' | 'symmetric' | 'act_order' | 'static_groups' | 'block_size'>,
+  opts: Pick<GptqOptions, 'bits' | 'group_size' | 'symmetric' | 'static_groups' | 'block_size'>,
 ): Promise<GptqResult> {
   if (h.n !== cols) throw new DikeError('', 'gptq', `Hessian is ${h.n}×${h.n} but the matrix has ${cols} input columns`);
   const g: Grid = grid(opts.bits, opts.symmetric);
@@ -123,18 +124,17 @@ export async function gptqMatrix(
   const gs = state.groupSize;
   const groups = groupCount(cols, gs);
   const grouped = groups > 1;
-  const staticGroups = grouped && (opts.static_groups || opts.act_order);
+  // Activation order comes with the prepared Hessian (its permutation), and implies static groups.
+  const staticGroups = grouped && (opts.static_groups || h.perm !== null);
   const { perm, dead, U } = h;
 
   // Wᵀ in original column order.
   const W0 = new Float64Array(cols * rows);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) W0[c * rows + r] = W[r * cols + c]!;
-  if (!grouped) for (let r = 0; r < rows; r++) findParams(g, W0, r, cols, rows, state.scales, state.zeros, r);
+  transpose(W, rows, cols, W0);
+  if (!grouped) findParamsT(g, W0, rows, 0, cols, state.scales, state.zeros, 1, 0);
   for (let c = 0; c < cols; c++) if (dead[c]) W0.fill(0, c * rows, (c + 1) * rows);
   if (staticGroups) {
-    for (let k = 0; k < groups; k++) {
-      for (let r = 0; r < rows; r++) findParams(g, W0, k * gs * rows + r, Math.min(gs, cols - k * gs), rows, state.scales, state.zeros, r * groups + k);
-    }
+    for (let k = 0; k < groups; k++) findParamsT(g, W0, rows, k * gs, Math.min(cols, (k + 1) * gs), state.scales, state.zeros, groups, k);
   }
   // Processing order.
   let WT = W0;
@@ -154,10 +154,7 @@ export async function gptqMatrix(
     const i2 = Math.min(i1 + B, cols);
     if (grouped && !staticGroups) {
       // Grids of the groups that start in this block, from the weights as the block starts.
-      for (let j = Math.ceil(i1 / gs) * gs; j < i2; j += gs) {
-        const k = j / gs;
-        for (let r = 0; r < rows; r++) findParams(g, WT, j * rows + r, Math.min(gs, cols - j), rows, state.scales, state.zeros, r * groups + k);
-      }
+      for (let j = Math.ceil(i1 / gs) * gs; j < i2; j += gs) findParamsT(g, WT, rows, j, Math.min(cols, j + gs), state.scales, state.zeros, groups, j / gs);
     }
     for (let s1 = i1; s1 < i2; s1 += SUB_BLOCK) {
       const s2 = Math.min(s1 + SUB_BLOCK, i2);
@@ -165,6 +162,18 @@ export async function gptqMatrix(
         const d = U[j * cols + j]!;
         const off = j * rows;
         const eoff = (j - i1) * rows;
+        // Feedback from the columns of this sub-block already done (left-looking, four at a time).
+        let m = s1;
+        for (; m + 4 <= j; m += 4) {
+          const u0 = U[m * cols + j]!, u1 = U[(m + 1) * cols + j]!, u2 = U[(m + 2) * cols + j]!, u3 = U[(m + 3) * cols + j]!;
+          const e0 = (m - i1) * rows, e1 = e0 + rows, e2 = e1 + rows, e3 = e2 + rows;
+          for (let r = 0; r < rows; r++) WT[off + r]! -= u0 * E[e0 + r]! + u1 * E[e1 + r]! + u2 * E[e2 + r]! + u3 * E[e3 + r]!;
+        }
+        for (; m < j; m++) {
+          const u = U[m * cols + j]!;
+          const e0 = (m - i1) * rows;
+          for (let r = 0; r < rows; r++) WT[off + r]! -= u * E[e0 + r]!;
+        }
         const k = gidx[j]!;
         for (let r = 0; r < rows; r++) {
           sc[r] = state.scales[r * groups + k]!;
@@ -180,13 +189,6 @@ export async function gptqMatrix(
           E[eoff + r] = e;
           errSq += e * e;
         }
-        // Error feedback to the rest of the sub-block, one column at a time.
-        for (let t = j + 1; t < s2; t++) {
-          const u = U[j * cols + t]!;
-          if (u === 0) continue;
-          const toff = t * rows;
-          for (let r = 0; r < rows; r++) WT[toff + r]! -= u * E[eoff + r]!;
-        }
       }
       // The sub-block's feedback to the rest of the block.
       if (s2 < i2) await lazyUpdate(gemm, WT, rows, cols, U, E, i1, s1, s2, i2);
@@ -196,15 +198,20 @@ export async function gptqMatrix(
   }
 
   // Back to [out, in] and original column order.
-  const weights = new Float32Array(rows * cols);
-  let dq = 0;
-  for (let j = 0; j < cols; j++) {
-    const c = perm ? perm[j]! : j;
-    for (let r = 0; r < rows; r++) {
-      weights[r * cols + c] = WT[j * rows + r]!;
-      state.codes[r * cols + c] = codesT[j * rows + r]!;
+  let QT = WT;
+  let CT = codesT;
+  if (perm) {
+    QT = new Float64Array(cols * rows);
+    CT = new Uint8Array(cols * rows);
+    for (let j = 0; j < cols; j++) {
+      QT.set(WT.subarray(j * rows, (j + 1) * rows), perm[j]! * rows);
+      CT.set(codesT.subarray(j * rows, (j + 1) * rows), perm[j]! * rows);
     }
   }
+  const weights = new Float32Array(rows * cols);
+  transpose(QT, cols, rows, weights);
+  transpose(CT, cols, rows, state.codes);
+  let dq = 0;
   for (let i = 0; i < rows * cols; i++) {
     if (dead[i % cols]) continue;
     const v = W[i]! - weights[i]!;
@@ -212,6 +219,18 @@ export async function gptqMatrix(
   }
   const error = Math.max(0, (h.tokens / 2) * (errSq - h.lambda * dq));
   return { weights, state, error };
+}
+
+/** dst [cols, rows] = srcᵀ for src [rows, cols], row-major, in 32×32 tiles (cache-friendly both ways). */
+function transpose(src: ArrayLike<number>, rows: number, cols: number, dst: { [i: number]: number }): void {
+  const T = 32;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(rows, r0 + T);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(cols, c0 + T);
+      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c]!;
+    }
+  }
 }
 
 /** Columns [from1, to1) −= the feedback of columns [from0, from1): Wᵀ[from1:to1] −= U[from0:from1, from1:to1]ᵀ · Eᵀ. */
