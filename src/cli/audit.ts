@@ -83,7 +83,7 @@ export const auditCommand = {
       ...(values.sweep ?? []).flatMap((s) => sweepVariants(s, calibration, seed)),
       ...(values.variant ?? []).map((v) => parseVariant(v, calibration, seed)),
     ];
-    const qualityLines = values['quality-lines'] === undefined ? 200 : Number(values['quality-lines']);
+    const qualityLines = values['quality-lines'] === undefined ? 50 : Number(values['quality-lines']);
     if (!Number.isInteger(qualityLines) || qualityLines < 0) throw new UsageError(`--quality-lines expects a non-negative integer`);
     const progress = Progress.forCli(values.quiet);
     const threads = positiveInt(values.threads, '--threads');
