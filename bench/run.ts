@@ -203,7 +203,10 @@ async function main(): Promise<void> {
     wallSeconds: (Date.now() - started) / 1000,
   };
   const resultsFile = values.quick ? QUICK_RESULTS : RESULTS;
-  fs.writeFileSync(resultsFile, renderResults(env, sections));
+  // Other benchmarks (bench/gptq.ts, bench/crows.ts) own marked sections of the same file: keep them.
+  const previous = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8') : '';
+  const kept = [...previous.matchAll(/<!-- ([\w-]+):begin[^]*?<!-- \1:end -->/g)].map((m) => m[0]);
+  fs.writeFileSync(resultsFile, renderResults(env, sections) + (kept.length ? '\n' + kept.join('\n\n') + '\n' : ''));
   console.log(`wrote ${path.relative(ROOT, resultsFile)}`);
 
   const bad = sections.flatMap((s) => s.rows.filter((r) => !checksumAgrees(r.dike.checksum, r.torch.checksum).ok).map((r) => `${s.name} ${r.kind} B=${r.batch}`));

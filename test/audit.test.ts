@@ -51,6 +51,7 @@ describe('dike audit', () => {
     assert.deepEqual(res.variants.map((v) => v.level ?? null), [0.3, 0.7, null]);
     assert.deepEqual(res.benchmarks.map((b) => b.benchmark), ['crows-pairs', 'stereoset', 'seat']);
     assert.ok(res.dense.quality && res.dense.quality.kind === 'pseudo-perplexity' && res.dense.quality.value > 1);
+    assert.ok(res.variants.every((v) => v.quality?.lms !== undefined && v.quality.lms >= 0 && v.quality.lms <= 100), 'StereoSet LMS next to bias');
     for (const b of res.benchmarks) {
       assert.equal(b.variants.length, 3);
       for (const v of b.variants) {
@@ -124,6 +125,7 @@ describe('dike audit', () => {
       assert.equal(await count('svg[data-chart="sweep"]'), 3, 'one sweep chart per benchmark');
       assert.equal(await count('svg[data-chart="heatmap"]'), 3);
       assert.equal(await count('svg[data-chart="pareto"]'), 3);
+      assert.equal(await count('svg[data-chart="flip-rate"]'), 3);
       // Heatmap: one cell per variant × (overall + groups) for CrowS-Pairs.
       const crowsGroups = await page.locator('#crows-pairs table').nth(1).locator('tbody tr').count();
       assert.equal(await page.locator('#crows-pairs svg[data-chart="heatmap"] rect.mark').count(), crowsGroups + 3); // variants × groups rows, plus one overall cell per variant

@@ -334,6 +334,8 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
           }
           quality = { kind: r.metric, value: r.score, tokens: r.n };
         }
+        const ss = results.get('stereoset')?.extra['lms'];
+        if (quality && ss !== undefined) quality = { ...quality, lms: typeof ss === 'number' ? ss : ss.score };
         const entry: ModelEntry = {
           name: v.name,
           dir,

@@ -14,7 +14,7 @@ export interface ModelEntry {
   family?: string;
   level?: number;
   weightsSha256: string;
-  quality?: { kind: string; value: number; tokens: number };
+  quality?: { kind: string; value: number; tokens: number; /** StereoSet's language-model score, when StereoSet was run. */ lms?: number };
 }
 
 /** A paired comparison of one variant with the dense model on one benchmark group. */

@@ -80,6 +80,19 @@ function sweepChart(b: BenchmarkAudit, family: string, members: ModelEntry[]): s
   return `<figure>${parts.join('')}${legend}<figcaption>${esc(b.benchmark)} (${esc(b.scorer)}) against ${esc(family)} level. Band: 95% bootstrap interval of the overall score.</figcaption></figure>`;
 }
 
+/** Compression-identified exemplars: flip rate (% of items whose outcome changed) against level. */
+function flipRateChart(b: BenchmarkAudit, family: string, members: ModelEntry[]): string {
+  const pts = [{ level: 0, rate: 0 }, ...members.map((m) => ({ level: m.level!, rate: 100 * (b.variants.find((v) => v.variant === m.name)?.flips.rate ?? NaN) }))];
+  if (pts.slice(1).every((p) => !Number.isFinite(p.rate))) return '';
+  const fr = FRAME;
+  const x = linear(0, Math.max(...pts.map((p) => p.level)), fr.left, fr.width - fr.right);
+  const y = linear(0, Math.max(1, ...pts.map((p) => p.rate).filter(Number.isFinite)), fr.height - fr.bottom, fr.top);
+  const ok = pts.filter((p) => Number.isFinite(p.rate));
+  return `<figure><svg data-chart="flip-rate" role="img" aria-label="${esc(`${b.benchmark} flip rate vs ${family} level`)}" width="${fr.width}" height="${fr.height}" viewBox="0 0 ${fr.width} ${fr.height}">${axes(x, y, fr, `${family} level (0 = dense)`, '% of items flipped')}<path class="mark flip-line" d="${ok.map((p, i) => `${i ? 'L' : 'M'}${x(p.level)},${y(p.rate)}`).join('')}" fill="none" stroke="${PALETTE[1]}" stroke-width="2.2"/>${ok
+    .map((p) => `<circle class="mark" cx="${x(p.level)}" cy="${y(p.rate)}" r="3.5" fill="${PALETTE[1]}"><title>${fmt(p.level)}: ${fmt(p.rate, 1)}% flipped</title></circle>`)
+    .join('')}</svg><figcaption>${esc(b.benchmark)}: share of items whose outcome flips between the dense model and each ${esc(family)} level (compression-identified exemplars).</figcaption></figure>`;
+}
+
 /** Δ heatmap: variants × groups, colour = Δ vs dense, ● = significant after Holm. */
 function heatmap(b: BenchmarkAudit): string {
   const groups = ['(all)', ...Object.keys(b.dense.groups)];
@@ -161,7 +174,11 @@ function cieBars(b: BenchmarkAudit, v: VariantComparison): string {
 function benchmarkSection(r: AuditResults, b: BenchmarkAudit): string {
   const fams = sweepFamilies(r);
   const charts: string[] = [];
-  for (const [family, members] of fams) charts.push(sweepChart(b, family, members));
+  for (const [family, members] of fams) {
+    charts.push(sweepChart(b, family, members));
+    const flipsChart = flipRateChart(b, family, members);
+    if (flipsChart) charts.push(flipsChart);
+  }
   charts.push(heatmap(b));
   const scatter = qualityScatter(r, b);
   if (scatter) charts.push(scatter);
@@ -193,14 +210,20 @@ ${exemplars.length ? `<h3>Compression-identified exemplars (top per variant)</h3
 
 export function renderReport(r: AuditResults): string {
   const models = [r.dense, ...r.variants];
-  const modelRows = models.map((m) => [esc(m.name), esc(m.spec || '—'), m.quality ? `${esc(m.quality.kind)} ${fmt(m.quality.value)}` : '—', `<code>${esc(m.weightsSha256.slice(0, 12))}</code>`]);
+  const modelRows = models.map((m) => [
+    esc(m.name),
+    esc(m.spec || '—'),
+    m.quality ? `${esc(m.quality.kind)} ${fmt(m.quality.value)}` : '—',
+    m.quality?.lms !== undefined ? fmt(m.quality.lms) : '—',
+    `<code>${esc(m.weightsSha256.slice(0, 12))}</code>`,
+  ]);
   const sigCount = r.benchmarks.reduce((s, b) => s + b.variants.reduce((t, v) => t + Object.values(v.groups).filter((c) => c.significant && c.delta !== 0).length, 0), 0);
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Dikē audit — ${esc(r.dense.dir)}</title><style>${CSS}</style></head><body>
 <h1>Dikē audit</h1>
 <p class="muted">Dense model <code>${esc(r.dense.dir)}</code> against ${r.variants.length} compressed variant${r.variants.length === 1 ? '' : 's'} on ${r.benchmarks.map((b) => esc(b.benchmark)).join(', ')}.
 Paired statistics: bootstrap intervals resample items jointly for both models (${r.resamples} resamples, seed ${r.seed}); exact McNemar for binary outcomes, sign-flip permutation otherwise; Holm–Bonferroni across groups; α = ${r.alpha}.
 ${sigCount} significant group-level change${sigCount === 1 ? '' : 's'}. Dikē ${esc(r.version)}.</p>
-<h2>Models</h2>${table(['model', 'compression', 'quality (held-out)', 'weights SHA-256'], modelRows, 2)}
+<h2>Models</h2>${table(['model', 'compression', 'quality (held-out)', 'StereoSet LMS', 'weights SHA-256'], modelRows, 2)}
 ${r.benchmarks.map((b) => benchmarkSection(r, b)).join('\n')}
 <h2>Data</h2>${table(['file', 'SHA-256'], r.data.map((d) => [esc(d.file), `<code>${esc(d.sha256)}</code>`]), 2)}
 </body></html>
