@@ -1,0 +1,21 @@
+/** Dikē as a library: everything the CLI does, from one import. */
+export { DikeError } from './errors.js';
+export { loadCheckpoint, type Checkpoint } from './model/checkpoint.js';
+export { describeModel } from './model/describe.js';
+export { loadTokenizer, type Tokenizer } from './model/tokenizer.js';
+export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors } from './model/safetensors.js';
+export { FAMILIES, resolveArchitecture } from './model/arch/registry.js';
+export { ModelRunner, padBatch, gatherRows, type RuntimeOptions } from './runtime/session.js';
+export { scoreTexts, type TextScore } from './score/text.js';
+export { causalTokenLogprobs } from './score/causal.js';
+export { maskedTokenLogprobs } from './score/masked.js';
+export { heldOutPerplexity } from './score/perplexity.js';
+export { BENCHMARKS, findBenchmark, datasets } from './measure/registry.js';
+export { measure, type MeasureReport, type MeasureRequest } from './measure/run.js';
+export { fetchDataset } from './measure/fetch.js';
+export type { Benchmark, BenchmarkResult, ItemScore, ScoreCI } from './measure/types.js';
+export { METHODS, findMethod } from './compress/registry.js';
+export { applyRecipe, parseRecipe, readRecipe, writeCompressed, type Recipe } from './compress/recipe.js';
+export { runAudit, parseVariant, sweepVariants, type AuditRequest } from './audit/audit.js';
+export { renderReport } from './audit/report/html.js';
+export type { AuditResults } from './audit/types.js';
