@@ -33,7 +33,7 @@ import { loadCheckpoint, type Checkpoint, type Param } from '../src/model/checkp
 import type { LinearInfo } from '../src/model/arch/types.js';
 import { ModelRunner, buildBodyGraph, padBatch, gatherRows, type ModelLike, type RuntimeOptions } from '../src/runtime/session.js';
 import { exportOnnx } from '../src/runtime/export.js';
-import { deployGraph, nbitsBlockSize, packCodes, readQuantization, readQuantizationInfo, toInt8, toNBits } from '../src/compress/deploy.js';
+import { deployGraph, nbitsBlockSize, packCodes, readQuantization, readQuantizationInfo, toInt8, toNBits } from '../src/runtime/deploy.js';
 import { quantizeDynamicInt8 } from '../src/compress/methods/dynamic-int8.js';
 import { applyRecipe, parseRecipe, writeCompressed } from '../src/compress/recipe.js';
 import type { QuantState } from '../src/compress/types.js';

@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { describeModel, type ModelDescription } from '../model/describe.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
-import { QUANTIZATION_FILE, readQuantizationInfo } from '../compress/deploy.js';
+import { QUANTIZATION_FILE, readQuantizationInfo } from '../runtime/deploy.js';
 import { parseArgs } from 'node:util';
 import { parsing, UsageError } from './args.js';
 

@@ -6,6 +6,7 @@
 import type { LinearInfo } from '../model/arch/types.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
 import type { CalibrationSet } from './calibrate.js';
+import type { QuantState } from '../model/quant.js';
 
 /** Second-moment statistics of a linear map's input over calibration tokens. */
 export interface InputStats {
@@ -29,30 +30,7 @@ export interface MatrixReport {
   detail?: Record<string, number | string | boolean>;
 }
 
-/**
- * The integer form of a quantized matrix, in [out, in] orientation: w ≈ scale·(code − zero), with
- * one scale and zero per output row and group of `groupSize` input columns (groupSize = in for
- * per-channel). Recorded so that deployed execution can run ONNX Runtime's real integer kernels.
- */
-export interface QuantState {
-  bits: number;
-  groupSize: number;
-  symmetric: boolean;
-  rows: number;
-  cols: number;
-  /** Codes in [0, 2^bits), [rows, cols]. */
-  codes: Uint8Array;
-  /** [rows, ceil(cols / groupSize)] */
-  scales: Float32Array;
-  /** Zero points in code units, [rows, ceil(cols / groupSize)] (2^(bits−1) when symmetric). */
-  zeros: Uint8Array;
-  /**
-   * The matrix also quantizes its input at run time: per tensor, to uint8, as ONNX
-   * DynamicQuantizeLinear (dynamic int8, e.g. `dynamic-int8`). Simulated execution then fake-quantizes
-   * the activations; deployed execution runs DynamicQuantizeMatMul. Absent: weight-only.
-   */
-  dynamicActivations?: boolean;
-}
+export type { QuantState } from '../model/quant.js';
 
 export interface CompressContext {
   /** The model's parameters (float32), modified in place by methods. */

@@ -9,7 +9,7 @@
  *   simulated (default)  float32 kernels over the stored weights (a quantized matrix is stored as its
  *                        dequantized values); dynamic-int8 matrices also fake-quantize their input.
  *   deployed             quantized matrices (quantization.safetensors) run on ONNX Runtime's integer
- *                        kernels: MatMulNBits, DynamicQuantizeMatMul (compress/deploy.ts).
+ *                        kernels: MatMulNBits, DynamicQuantizeMatMul (runtime/deploy.ts).
  */
 import ort from 'onnxruntime-node';
 import type { Checkpoint } from '../model/checkpoint.js';
@@ -18,8 +18,8 @@ import { GraphBuilder } from '../model/graph/build.js';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import type { Graph } from '../model/graph/ir.js';
 import { DikeError } from '../errors.js';
-import type { QuantState } from '../compress/types.js';
-import { checkQuantized, deployGraph, fakeQuantizeActivations, QUANTIZATION_FILE, readQuantization, readQuantizationInfo, type DeployOptions, type Execution } from '../compress/deploy.js';
+import type { QuantState } from '../model/quant.js';
+import { checkQuantized, deployGraph, fakeQuantizeActivations, QUANTIZATION_FILE, readQuantization, readQuantizationInfo, type DeployOptions, type Execution } from './deploy.js';
 
 export interface RuntimeOptions {
   /** Intra-op threads (default: ORT's choice, all physical cores). */

@@ -53,7 +53,7 @@ import { DikeError } from '../errors.js';
 import type { LinearInfo } from '../model/arch/types.js';
 import type { Graph, InitTensor, Node } from '../model/graph/ir.js';
 import { MAX_HEADER_BYTES, readSafetensors, toFloat32 } from '../model/safetensors.js';
-import type { QuantState } from './types.js';
+import type { QuantState } from '../model/quant.js';
 
 export const QUANTIZATION_FILE = 'quantization.safetensors';
 
