@@ -51,7 +51,7 @@ import { DEFAULT_SEED } from '../src/measure/stats/bootstrap.js';
 import { DEFAULT_MAX_TOKENS } from '../src/score/causal.js';
 import { maskAndPadIds } from '../src/score/text.js';
 import { TorchServer, type TorchInfo } from './torch-server.js';
-import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion } from './machine.js';
+import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion, sleep, torchEnv, writeMarkedSection } from './machine.js';
 import { ensureRandomBert } from './random-bert.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -119,22 +119,6 @@ function plans(quick: boolean): Plan[] {
     },
   ];
 }
-
-/** Same settings as bench/run.ts gives its PyTorch process (see bench/README.md). */
-function torchEnv(threads: number, coreType: string | undefined): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    OMP_NUM_THREADS: String(threads),
-    OPENBLAS_NUM_THREADS: String(threads),
-    MKL_NUM_THREADS: String(threads),
-    OMP_WAIT_POLICY: process.env['OMP_WAIT_POLICY'] ?? 'PASSIVE',
-  };
-  if (coreType) env['OPENBLAS_CORETYPE'] = coreType;
-  else delete env['OPENBLAS_CORETYPE'];
-  return env;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // ------------------------------------------------------------------------------------------------
 // Workload: token ids and scored positions per pair, and the PyTorch cases
@@ -513,18 +497,6 @@ function renderSection(env: Env, results: ModelResult[]): string {
   return out.join('\n');
 }
 
-/** Replace the marked section of `file` (or append it), keeping everything else. */
-function writeSection(file: string, section: string): void {
-  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
-  const b = old.indexOf(BEGIN);
-  const e = old.indexOf(END);
-  let text: string;
-  if (b >= 0 && e > b) text = old.slice(0, b) + section + old.slice(e + END.length);
-  else if (b >= 0 || e >= 0) throw new Error(`${file}: one crows marker without the other; fix the file by hand`);
-  else text = old === '' ? section + '\n' : old.replace(/\n*$/, '\n\n') + section + '\n';
-  fs.writeFileSync(file, text);
-}
-
 // ------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -604,7 +576,7 @@ async function main(): Promise<void> {
     quick: values.quick!,
   };
   const file = values.quick ? QUICK_RESULTS : RESULTS;
-  writeSection(file, renderSection(env, results));
+  writeMarkedSection(file, BEGIN, END, renderSection(env, results));
   console.log(`wrote the crows section of ${path.relative(ROOT, file)}`);
   const bad = results.filter((r) => !checksPass(r)).map((r) => r.plan.name);
   if (bad.length > 0) {

@@ -29,7 +29,7 @@ import { inputStats, sampleCalibration } from '../src/compress/calibrate.js';
 import { Gemm } from '../src/compress/gemm.js';
 import { gptqMatrix, prepareHessian } from '../src/compress/methods/gptq.js';
 import type { InputStats, QuantState } from '../src/compress/types.js';
-import { cpuInfo, openblasCoreType, packageVersion } from './machine.js';
+import { cpuInfo, openblasCoreType, packageVersion, torchEnv, writeMarkedSection } from './machine.js';
 import { ensureRandomBert } from './random-bert.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -97,19 +97,6 @@ class TorchGptq {
   stop(): void {
     this.child.stdin!.end();
   }
-}
-
-function torchEnv(threads: number, coreType: string | undefined): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    OMP_NUM_THREADS: String(threads),
-    OPENBLAS_NUM_THREADS: String(threads),
-    MKL_NUM_THREADS: String(threads),
-    OMP_WAIT_POLICY: process.env['OMP_WAIT_POLICY'] ?? 'PASSIVE', // see bench/run.ts
-  };
-  if (coreType) env['OPENBLAS_CORETYPE'] = coreType;
-  else delete env['OPENBLAS_CORETYPE'];
-  return env;
 }
 
 /** [out, in] float32 copy of a stored weight. */
@@ -378,11 +365,7 @@ function render(r: Report): string {
 }
 
 function writeSection(section: string): void {
-  const text = fs.existsSync(RESULTS) ? fs.readFileSync(RESULTS, 'utf8') : '';
-  const b = text.indexOf(BEGIN);
-  const e = text.indexOf(END);
-  const next = b >= 0 && e > b ? text.slice(0, b) + section + text.slice(e + END.length) : text.replace(/\n*$/, '\n\n') + section + '\n';
-  fs.writeFileSync(RESULTS, next);
+  writeMarkedSection(RESULTS, BEGIN, END, section);
   console.log(`wrote the GPTQ section of ${path.relative(ROOT, RESULTS)}`);
 }
 

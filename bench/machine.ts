@@ -75,3 +75,39 @@ export async function effectiveParallelism(threads: number): Promise<number> {
   const many = await spinIn(threads);
   return (threads * one) / many;
 }
+
+/**
+ * Environment for the PyTorch child process: thread counts, the OpenBLAS kernel set, and a passive
+ * OpenMP wait. Debian's torch runs its own ops on OpenMP threads and its matrix products on
+ * OpenBLAS's pthreads; with libgomp's default wait policy the idle OpenMP threads spin and starve
+ * OpenBLAS (measured 217 vs 2500 tokens/s, small model, forward, B=1).
+ */
+export function torchEnv(threads: number, coreType: string | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    OMP_NUM_THREADS: String(threads),
+    OPENBLAS_NUM_THREADS: String(threads),
+    MKL_NUM_THREADS: String(threads),
+    OMP_WAIT_POLICY: process.env['OMP_WAIT_POLICY'] ?? 'PASSIVE',
+  };
+  if (coreType) env['OPENBLAS_CORETYPE'] = coreType;
+  else delete env['OPENBLAS_CORETYPE'];
+  return env;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Replace the section of `file` between the `begin` and `end` markers (or append it), keeping the
+ * rest: several benchmarks share bench/RESULTS.md.
+ */
+export function writeMarkedSection(file: string, begin: string, end: string, section: string): void {
+  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  const b = old.indexOf(begin);
+  const e = old.indexOf(end);
+  let text: string;
+  if (b >= 0 && e > b) text = old.slice(0, b) + section + old.slice(e + end.length);
+  else if (b >= 0 || e >= 0) throw new Error(`${file}: one section marker without the other; fix the file by hand`);
+  else text = old === '' ? section + '\n' : old.replace(/\n*$/, '\n\n') + section + '\n';
+  fs.writeFileSync(file, text);
+}

@@ -15,7 +15,7 @@ import { ModelRunner } from '../src/runtime/session.js';
 import { maskAndPadIds } from '../src/score/text.js';
 import { dikePass, median } from './dike.js';
 import { TorchServer, type TorchInfo } from './torch-server.js';
-import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion } from './machine.js';
+import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion, sleep, torchEnv } from './machine.js';
 import { ensureRandomBert } from './random-bert.js';
 import { checksumAgrees, renderResults, type Environment, type ModelSection, type Row } from './report.js';
 import { makeCase, pickSentences, writeWorkload, type Checksum, type Kind, type ModelWorkload } from './workload.js';
@@ -79,25 +79,6 @@ function plans(quick: boolean): ModelPlan[] {
     },
   ];
 }
-
-function torchEnv(threads: number, coreType: string | undefined): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    OMP_NUM_THREADS: String(threads),
-    OPENBLAS_NUM_THREADS: String(threads),
-    MKL_NUM_THREADS: String(threads),
-    // Debian's torch runs its own ops on OpenMP threads and its matrix products on OpenBLAS's
-    // pthreads. With libgomp's default wait policy the idle OpenMP threads spin and starve
-    // OpenBLAS's threads: small batches then run several times slower (measured 217 vs 2500
-    // tokens/s, small model, forward, B=1). A passive wait removes that contention.
-    OMP_WAIT_POLICY: process.env['OMP_WAIT_POLICY'] ?? 'PASSIVE',
-  };
-  if (coreType) env['OPENBLAS_CORETYPE'] = coreType;
-  else delete env['OPENBLAS_CORETYPE'];
-  return env;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

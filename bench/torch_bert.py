@@ -221,7 +221,9 @@ def torch_config_summary():
     return keep
 
 
-def main():
+def start_server():
+    """Parse `workload --threads N`, load the workload's model and announce readiness with the
+    versions and settings in use; returns (workload, model)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("workload")
     ap.add_argument("--threads", type=int, required=True)
@@ -241,6 +243,11 @@ def main():
         "torchConfig": torch_config_summary(),
         "env": {k: os.environ.get(k) for k in ENV_KEYS},
     })
+    return w, model
+
+
+def main():
+    w, model = start_server()
     # One request per line: {"case": i, "checksum": bool} runs one pass and answers
     # {"time": seconds, "checksum": {"sum", "scale"} | null}; end of input ends the process.
     with torch.inference_mode():

@@ -20,7 +20,6 @@ Python's round(score, 3).
 
     /usr/bin/python3 bench/torch_crows.py WORKLOAD.json --threads N
 """
-import argparse
 import json
 import os
 import sys
@@ -28,10 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from torch_bert import ENV_KEYS, Bert, openblas_info, pad, reply, torch_config_summary  # noqa: E402
+from torch_bert import pad, reply, start_server  # noqa: E402
 
 
 def sentence(pair, k):
@@ -101,25 +99,7 @@ def outcome(direction, s1, s2):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("workload")
-    ap.add_argument("--threads", type=int, required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
-    with open(args.workload) as f:
-        w = json.load(f)
-    model = Bert(w["dir"])
-    reply({
-        "ready": True,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-        "threads": torch.get_num_threads(),
-        "openblas": openblas_info(),
-        "torchConfig": torch_config_summary(),
-        "env": {k: os.environ.get(k) for k in ENV_KEYS},
-    })
+    w, model = start_server()
     runners = {"bs1": run_bs1, "batched": run_batched}
     with torch.inference_mode():
         for line in sys.stdin:
