@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DATA, maxAbsDiff, modelDir, readGolden, repoRoot } from './fixtures.js';
+import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint, type Param } from '../src/model/checkpoint.js';
 import { readSafetensors } from '../src/model/safetensors.js';
 import { ModelRunner, padBatch, type ModelLike } from '../src/runtime/session.js';
@@ -22,24 +23,10 @@ import { DikeError } from '../src/errors.js';
 
 const CORPUS = path.join(DATA, 'lm_corpus', 'train.txt');
 const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
-const checkpoints = new Map<string, Checkpoint>();
-const tmpDirs: string[] = [];
 
-function load(name: string): Checkpoint {
-  let c = checkpoints.get(name);
-  if (c === undefined) checkpoints.set(name, (c = loadCheckpoint(modelDir(name))));
-  return c;
-}
 
-function tmp(tag: string): string {
-  const d = mkdtempSync(path.join(tmpdir(), `dike-prune-${tag}-`));
-  tmpDirs.push(d);
-  return d;
-}
+const tmp = (tag: string): string => scratchDir(`prune-${tag}`);
 
-after(() => {
-  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
-});
 
 function recipeOf(steps: Record<string, unknown>[], calibration?: { samples: number; seq_len: number }): Recipe {
   return parseRecipe(JSON.stringify({ seed: 7, ...(calibration ? { calibration: { file: CORPUS, ...calibration } } : {}), steps }), 'test.json');

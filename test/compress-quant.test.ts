@@ -14,6 +14,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DATA, logSoftmaxRow, modelDir, readGolden, repoRoot } from './fixtures.js';
+import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint, type Param } from '../src/model/checkpoint.js';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
 import { ModelRunner, padBatch, type ModelLike } from '../src/runtime/session.js';
@@ -32,22 +33,8 @@ const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const CAL = { samples: 8, seq_len: 32 };
 const SEED = 3;
 
-const checkpoints = new Map<string, Checkpoint>();
-function load(name: string): Checkpoint {
-  let c = checkpoints.get(name);
-  if (c === undefined) checkpoints.set(name, (c = loadCheckpoint(modelDir(name))));
-  return c;
-}
 
-const tmpDirs: string[] = [];
-function tmp(tag: string): string {
-  const d = mkdtempSync(path.join(tmpdir(), `dike-quant-${tag}-`));
-  tmpDirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
-});
+const tmp = (tag: string): string => scratchDir(`quant-${tag}`);
 
 function recipeOf(step: Record<string, unknown>, calibrated: boolean): Recipe {
   return parseRecipe(JSON.stringify({ seed: SEED, ...(calibrated ? { calibration: { file: CORPUS, ...CAL } } : {}), steps: [step] }), 'test.json');

@@ -29,6 +29,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { modelDir, readGolden, repoRoot } from './fixtures.js';
+import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint, type Param } from '../src/model/checkpoint.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
 import { ModelRunner, buildBodyGraph, padBatch, gatherRows, type ModelLike, type RuntimeOptions } from '../src/runtime/session.js';
@@ -42,22 +43,8 @@ import { DikeError } from '../src/errors.js';
 import { serializeSafetensors, type RawTensor } from '../src/model/safetensors.js';
 
 const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
-const tmpDirs: string[] = [];
-function tmp(tag: string): string {
-  const d = mkdtempSync(path.join(tmpdir(), `dike-deploy-${tag}-`));
-  tmpDirs.push(d);
-  return d;
-}
-after(() => {
-  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
-});
+const tmp = (tag: string): string => scratchDir(`deploy-${tag}`);
 
-const checkpoints = new Map<string, Checkpoint>();
-function load(name: string): Checkpoint {
-  let c = checkpoints.get(name);
-  if (c === undefined) checkpoints.set(name, (c = loadCheckpoint(modelDir(name))));
-  return c;
-}
 
 // ---- a small independent quantizer ----------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 /** Locating the repository and the shared fixtures (`../shared` relative to the repository root). */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
+import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 
 export function repoRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
@@ -72,4 +74,28 @@ export function logSoftmaxRow(row: ArrayLike<number>): Float64Array {
   for (let i = 0; i < row.length; i++) s += Math.exp(row[i]! - max);
   const lse = max + Math.log(s);
   return Float64Array.from({ length: row.length }, (_, i) => row[i]! - lse);
+}
+
+const cachedCheckpoints = new Map<string, Checkpoint>();
+
+/** A shared model loaded once per test file (callers must not modify its parameters). */
+export function loadModelCached(name: string): Checkpoint {
+  let c = cachedCheckpoints.get(name);
+  if (c === undefined) cachedCheckpoints.set(name, (c = loadCheckpoint(modelDir(name))));
+  return c;
+}
+
+const scratch: string[] = [];
+
+/** Remove `dir` when the test process exits. */
+export function removeLater(dir: string): void {
+  if (scratch.length === 0) process.on('exit', () => scratch.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  scratch.push(dir);
+}
+
+/** A fresh temporary directory, removed when the test process exits. */
+export function scratchDir(tag: string): string {
+  const d = mkdtempSync(path.join(tmpdir(), `dike-${tag}-`));
+  removeLater(d);
+  return d;
 }

@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DATA, modelDir, repoRoot } from './fixtures.js';
+import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
 import { applyRecipe, parseRecipe, type CompressionResult } from '../src/compress/recipe.js';
@@ -28,17 +29,7 @@ const CAL = { samples: 8, seq_len: 32 };
 const SEED = 3;
 const MODELS = ['tiny-bert-mlm', 'tiny-gpt2', 'tiny-llama', 'small-bert-mlm', 'small-gpt2'];
 
-const checkpoints = new Map<string, Checkpoint>();
-function load(name: string): Checkpoint {
-  let c = checkpoints.get(name);
-  if (c === undefined) checkpoints.set(name, (c = loadCheckpoint(modelDir(name))));
-  return c;
-}
 
-const tmpDirs: string[] = [];
-after(() => {
-  for (const d of tmpDirs) rmSync(d, { recursive: true, force: true });
-});
 
 async function compress(name: string, step: Record<string, unknown>): Promise<CompressionResult> {
   const recipe = parseRecipe(JSON.stringify({ seed: SEED, calibration: { file: CORPUS, ...CAL }, steps: [step] }), 'test.json');
@@ -365,7 +356,7 @@ describe('dike compress --method sparsegpt / wanda', () => {
   for (const [method, extra] of [['sparsegpt', ['--sparsity', '0.5']], ['wanda', ['--pattern', '2:4']]] as const) {
     it(`${method} ${extra.join(' ')} on tiny-gpt2: the written model loads, is pruned, and scores text`, () => {
       const out = path.join(mkdtempSync(path.join(tmpdir(), `dike-${method}-`)), 'out');
-      tmpDirs.push(path.dirname(out));
+      removeLater(path.dirname(out));
       const r = dike('compress', modelDir('tiny-gpt2'), '--method', method, ...extra, '--calibration', CORPUS, '--samples', '8', '--seq-len', '32', '--out', out);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /mean sparsity 50\.0%/);
