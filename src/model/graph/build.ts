@@ -18,8 +18,12 @@ export class GraphBuilder {
   private counter = 0;
   private scopeName = '';
 
-  constructor(name: string, private readonly weights: WeightSource) {
-    this.graph = { name, inputs: [], outputs: [], nodes: [], initializers: new Map(), domains: new Map() };
+  /**
+   * A builder for a new graph, or one that appends to `existing` (training: the backward pass is
+   * written onto the forward graph, under its own scope so that fresh names cannot collide).
+   */
+  constructor(name: string, private readonly weights: WeightSource, existing?: Graph) {
+    this.graph = existing ?? { name, inputs: [], outputs: [], nodes: [], initializers: new Map(), domains: new Map() };
   }
 
   // ---- graph interface -------------------------------------------------------------------------
@@ -116,6 +120,8 @@ export class GraphBuilder {
   div(a: string, b: string): string { return this.op1('Div', [a, b]); }
   neg(a: string): string { return this.op1('Neg', [a]); }
   erf(a: string): string { return this.op1('Erf', [a]); }
+  exp(a: string): string { return this.op1('Exp', [a]); }
+  log(a: string): string { return this.op1('Log', [a]); }
   tanh(a: string): string { return this.op1('Tanh', [a]); }
   sigmoid(a: string): string { return this.op1('Sigmoid', [a]); }
   sqrt(a: string): string { return this.op1('Sqrt', [a]); }
@@ -161,6 +167,10 @@ export class GraphBuilder {
   reduceMean(a: string, axes: number[], keepdims = true): string {
     return this.op1('ReduceMean', [a], { axes, keepdims: keepdims ? 1 : 0 });
   }
+  /** ReduceSum (axes are an input from opset 13). */
+  reduceSum(a: string, axes: number[], keepdims = true): string {
+    return this.op1('ReduceSum', [a, this.ints(axes)], { keepdims: keepdims ? 1 : 0 });
+  }
   softmax(a: string, axis = -1): string { return this.op1('Softmax', [a], { axis }); }
   logSoftmax(a: string, axis = -1): string { return this.op1('LogSoftmax', [a], { axis }); }
   /** LayerNormalization over the last axis (ONNX opset 17; biased variance, as torch). */
@@ -178,5 +188,6 @@ export function onnxTypeCode(t: ElemType): number {
     case 'int32': return 6;
     case 'int64': return 7;
     case 'bool': return 9;
+    case 'float64': return 11;
   }
 }

@@ -9,7 +9,7 @@
 /** Default ONNX opset: 17 is the first with LayerNormalization. */
 export const OPSET = 17;
 
-export type ElemType = 'float32' | 'int64' | 'int32' | 'bool' | 'int8' | 'uint8';
+export type ElemType = 'float32' | 'float64' | 'int64' | 'int32' | 'bool' | 'int8' | 'uint8';
 
 /** A dimension is a fixed size or a symbolic name ("batch", "seq"). */
 export type Dim = number | string;

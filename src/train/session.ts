@@ -1,0 +1,153 @@
+/**
+ * A training step on onnxruntime-node: holds the parameters and AdamW state in JavaScript memory,
+ * feeds them with a batch to the step graph (step.ts) and takes the updated values back.
+ */
+import ort from 'onnxruntime-node';
+import { graphToOnnx } from '../model/graph/to-onnx.js';
+import { ortSessionOptions } from '../runtime/session.js';
+import { adamScalars, buildTrainStep, type AdamWSettings, type ModelForTraining, type TrainStepSpec } from './step.js';
+
+/** One batch in the step graph's terms (see step.ts). */
+export interface StepBatch {
+  batch: number;
+  seq: number;
+  inputIds: BigInt64Array;
+  attentionMask: BigInt64Array;
+  rows: BigInt64Array;
+  targets: BigInt64Array;
+  weights: Float32Array;
+  teacherLogits?: Float32Array;
+  teacherHidden?: ReadonlyMap<number, Float32Array>;
+  hiddenScale?: number;
+}
+
+export interface StepResult {
+  loss: number;
+  gradNorm: number;
+}
+
+export class TrainSession {
+  /** Current values of the trained parameters. */
+  readonly params = new Map<string, Float32Array>();
+  readonly m = new Map<string, Float32Array>();
+  readonly v = new Map<string, Float32Array>();
+  /** Number of updates applied (t of the next update is step + 1). */
+  step = 0;
+
+  private constructor(
+    readonly model: ModelForTraining,
+    readonly spec: TrainStepSpec,
+    readonly trained: string[],
+    private readonly session: ort.InferenceSession,
+  ) {
+    for (const k of trained) {
+      const p = model.params.get(k)!;
+      this.params.set(k, Float32Array.from(p.data));
+      if (spec.optimizer !== 'grads') {
+        this.m.set(k, new Float32Array(p.data.length));
+        this.v.set(k, new Float32Array(p.data.length));
+      }
+    }
+  }
+
+  static async create(model: ModelForTraining, spec: TrainStepSpec, threads?: number): Promise<TrainSession> {
+    const step = buildTrainStep(model, spec);
+    const session = await ort.InferenceSession.create(graphToOnnx(step.graph), ortSessionOptions(threads));
+    return new TrainSession(model, spec, step.trained, session);
+  }
+
+  private shape(k: string): number[] {
+    return this.model.params.get(k)!.shape;
+  }
+
+  private feeds(x: StepBatch): Record<string, ort.Tensor> {
+    const { batch: B, seq: S } = x;
+    if (B !== this.spec.batch || S !== this.spec.seq || x.rows.length !== this.spec.rows) {
+      throw new Error(`batch [${B}, ${S}] with ${x.rows.length} rows does not fit the step graph [${this.spec.batch}, ${this.spec.seq}] / ${this.spec.rows}`);
+    }
+    const f: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', x.inputIds, [B, S]),
+      attention_mask: new ort.Tensor('int64', x.attentionMask, [B, S]),
+      rows: new ort.Tensor('int64', x.rows, [x.rows.length]),
+      targets: new ort.Tensor('int64', x.targets, [x.targets.length]),
+      weights: new ort.Tensor('float32', x.weights, [x.weights.length]),
+    };
+    const d = this.spec.distill;
+    if (d !== undefined) {
+      if (x.teacherLogits === undefined) throw new Error('distillation step without teacher logits');
+      f['teacher_logits'] = new ort.Tensor('float32', x.teacherLogits, [x.rows.length, this.model.shape.outputSize]);
+      if (d.hiddenPairs !== undefined && d.hiddenPairs.length > 0 && (d.hiddenWeight ?? 0) !== 0) {
+        f['hidden_scale'] = new ort.Tensor('float32', new Float32Array([x.hiddenScale ?? 0]), []);
+        for (const [, tl] of d.hiddenPairs) {
+          const h = x.teacherHidden?.get(tl);
+          if (h === undefined) throw new Error(`distillation step without teacher hidden state ${tl}`);
+          f[`teacher_hidden.${tl}`] = new ort.Tensor('float32', h, [B, S, this.model.shape.hiddenSize]);
+        }
+      }
+    }
+    for (const k of this.trained) f[k] = new ort.Tensor('float32', this.params.get(k)!, this.shape(k));
+    return f;
+  }
+
+  /** Loss and gradients at the current parameters (a step graph built with optimizer 'grads'). */
+  async gradients(x: StepBatch): Promise<StepResult & { grads: Map<string, Float32Array> }> {
+    if (this.spec.optimizer !== 'grads') throw new Error('gradients() needs a step graph built with optimizer "grads"');
+    const out = await this.session.run(this.feeds(x));
+    const grads = new Map(this.trained.map((k) => [k, out[`grad.${k}`]!.data as Float32Array]));
+    return { loss: scalar(out['loss']!), gradNorm: scalar(out['grad_norm']!), grads };
+  }
+
+  /** One AdamW update at learning rate `lr`; returns the loss and gradient norm before the update. */
+  async update(x: StepBatch, lr: number): Promise<StepResult> {
+    const opt = this.spec.optimizer;
+    if (opt === 'grads') throw new Error('update() needs a step graph built with an optimizer');
+    const t = this.step + 1;
+    const f = this.feeds(x);
+    for (const [name, value] of Object.entries(adamScalars(opt as AdamWSettings, lr, t))) f[name] = new ort.Tensor('float32', new Float32Array([value]), []);
+    for (const k of this.trained) {
+      f[`m.${k}`] = new ort.Tensor('float32', this.m.get(k)!, this.shape(k));
+      f[`v.${k}`] = new ort.Tensor('float32', this.v.get(k)!, this.shape(k));
+    }
+    const out = await this.session.run(f);
+    for (const k of this.trained) {
+      this.params.set(k, out[`next.${k}`]!.data as Float32Array);
+      this.m.set(k, out[`next.m.${k}`]!.data as Float32Array);
+      this.v.set(k, out[`next.v.${k}`]!.data as Float32Array);
+    }
+    this.step = t;
+    return { loss: scalar(out['loss']!), gradNorm: scalar(out['grad_norm']!) };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function scalar(t: ort.Tensor): number {
+  return (t.data as Float32Array)[0]!;
+}
+
+/**
+ * Loss rows from Hugging Face labels ([B][S], −100 = ignored), padded to `rows` entries with weight 0.
+ *   masked-lm: every labelled position; causal-lm: position k predicts labels[k+1] (HF shift).
+ * Weights are 1/N, so the loss is HF's mean cross-entropy.
+ */
+export function lossRowsFromLabels(labels: readonly (readonly number[])[], kind: 'masked-lm' | 'causal-lm', rows?: number): Pick<StepBatch, 'rows' | 'targets' | 'weights'> {
+  const S = labels[0]?.length ?? 0;
+  const picked: [number, number][] = [];
+  labels.forEach((row, b) => {
+    for (let k = 0; k < S; k++) {
+      if (kind === 'masked-lm' && row[k]! !== -100) picked.push([b * S + k, row[k]!]);
+      if (kind === 'causal-lm' && k + 1 < S && row[k + 1]! !== -100) picked.push([b * S + k, row[k + 1]!]);
+    }
+  });
+  const R = rows ?? picked.length;
+  if (picked.length > R) throw new Error(`${picked.length} labelled positions exceed the ${R} loss rows of the step graph`);
+  const out = { rows: new BigInt64Array(R), targets: new BigInt64Array(R), weights: new Float32Array(R) };
+  picked.forEach(([r, t], i) => {
+    out.rows[i] = BigInt(r);
+    out.targets[i] = BigInt(t);
+    out.weights[i] = 1 / picked.length;
+  });
+  return out;
+}

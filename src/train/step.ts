@@ -1,0 +1,189 @@
+/**
+ * The training-step graph: one ONNX graph that runs the forward pass, the loss, the backward pass
+ * (autodiff.ts) and the optimizer update, so that a step is a single onnxruntime call.
+ *
+ *   inputs   trained parameters (by Hugging Face name), optimizer state m.<name>, v.<name>,
+ *            scalars lr_decay = 1 − lr·weight_decay, step_size = lr / (1 − β₁ᵗ), bc2_sqrt = √(1 − β₂ᵗ),
+ *            the batch: input_ids, attention_mask [B, S]; rows, targets [R] (int64), weights [R] (float32)
+ *            and, when distilling, teacher_logits [R, V] and teacher_hidden.<l> [B, S, H].
+ *   outputs  loss, grad_norm (before clipping), next.<name>, next.m.<name>, next.v.<name>
+ *            (or grad.<name> only, for gradient checks).
+ *
+ * The loss is a weighted sum over chosen rows: loss = −Σ_r w_r · log softmax(head(h[rows_r]))[targets_r].
+ * With w_r = 1/N over the N labelled positions this is Hugging Face's mean cross-entropy (masked LM:
+ * the masked positions; causal LM: position k predicts k+1; classification: the [CLS] row), and the
+ * vocabulary projection runs only at those rows. Padding rows carry w = 0.
+ *
+ * AdamW follows torch.optim.AdamW (Loshchilov & Hutter 2019): decoupled decay p ← p·(1 − lr·λ) on
+ * matrices only, m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², p ← p − step_size · m / (√v / bc2_sqrt + ε);
+ * gradients are first clipped to a global norm as torch.nn.utils.clip_grad_norm_.
+ */
+import type { Checkpoint } from '../model/checkpoint.js';
+import { weightSource } from '../model/checkpoint.js';
+import { GraphBuilder } from '../model/graph/build.js';
+import type { Graph } from '../model/graph/ir.js';
+import { differentiate } from './autodiff.js';
+import { foldConstants, inferShapes } from './shapes.js';
+
+export type ModelForTraining = Pick<Checkpoint, 'family' | 'config' | 'task' | 'shape' | 'params' | 'dir' | 'weightFiles'>;
+
+export interface AdamWSettings {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global gradient-norm clip (torch clip_grad_norm_); undefined = no clipping. */
+  maxGradNorm?: number;
+}
+
+export const DEFAULT_ADAMW: AdamWSettings = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, maxGradNorm: 1.0 };
+
+export interface DistillTerms {
+  /** Softmax temperature T of Hinton et al. 2015; the KD term is scaled by T². */
+  temperature: number;
+  /** Weight of T²·KL(teacher ‖ student) (the hard-label term gets `ceWeight`). */
+  kdWeight: number;
+  ceWeight: number;
+  /** Hidden-state MSE: student layer → teacher layer (HF hidden-state indices), weighted by `hiddenWeight`. */
+  hiddenPairs?: [number, number][];
+  hiddenWeight?: number;
+}
+
+export interface TrainStepSpec {
+  batch: number;
+  seq: number;
+  /** Number of loss rows R (pad with weight 0). */
+  rows: number;
+  /** Which parameters train (default: all the graph uses). */
+  trainable?: (name: string) => boolean;
+  /** Fixed 0/1 masks by parameter name (pruning): gradients and updates keep the zeros. */
+  masks?: ReadonlyMap<string, Float32Array>;
+  /** 'grads': output gradients only (no optimizer). */
+  optimizer: AdamWSettings | 'grads';
+  distill?: DistillTerms;
+  /** Teacher hidden size, when distilling hidden states of a different width (must equal the student's for MSE). */
+}
+
+export interface TrainStepGraph {
+  graph: Graph;
+  /** Trained parameters, in input order. */
+  trained: string[];
+  /** Parameters that stay constants of the graph. */
+  frozen: string[];
+  /** Parameters that take weight decay (≥ 2-D). */
+  decayed: Set<string>;
+}
+
+export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainStepGraph {
+  const b = new GraphBuilder('train-step', weightSource(m));
+  m.family.body(b, m.config);
+  const g = b.graph;
+  g.outputs = [];
+  const { batch: B, seq: S, rows: R } = spec;
+  const H = m.shape.hiddenSize;
+  const L = m.shape.numLayers;
+
+  const loss = b.scoped('loss', () => {
+    const rows = b.input('rows', 'int64', [R]);
+    const targets = b.input('targets', 'int64', [R]);
+    const weights = b.input('weights', 'float32', [R]);
+    const flat = b.reshape(`hidden.${L}`, b.ints([B * S, H]));
+    const logits = m.family.head(b, m.config, m.task, b.gather(flat, rows));
+    const V = m.shape.outputSize;
+    // Hard-label cross-entropy: −Σ w_r log softmax(logits_r)[t_r]
+    const crossEntropy = (): string => {
+      const picked = b.squeeze(b.gatherElements(b.logSoftmax(logits, -1), b.unsqueeze(targets, [1]), 1), [1]);
+      return b.neg(b.reduceSum(b.mul(picked, weights), [0], false));
+    };
+    const d = spec.distill;
+    if (d === undefined) return crossEntropy();
+    const teacher = b.input('teacher_logits', 'float32', [R, V]);
+    const invT = b.scalar(1 / d.temperature);
+    const logPt = b.logSoftmax(b.mul(teacher, invT), -1);
+    const logQs = b.logSoftmax(b.mul(logits, invT), -1);
+    // KL(p_t ‖ q_s) per row = Σ_v p_t (log p_t − log q_s), weighted like the CE rows, times T².
+    const klRows = b.reduceSum(b.mul(b.exp(logPt), b.sub(logPt, logQs)), [1], false);
+    let total = b.mul(b.reduceSum(b.mul(klRows, weights), [0], false), b.scalar(d.kdWeight * d.temperature * d.temperature));
+    if (d.ceWeight !== 0) total = b.add(total, b.mul(crossEntropy(), b.scalar(d.ceWeight)));
+    if (d.hiddenPairs !== undefined && d.hiddenPairs.length > 0 && (d.hiddenWeight ?? 0) !== 0) {
+      // Σ over real tokens of ‖h_s − h_t‖², scaled by hidden_scale = weight / (real tokens · H) (host-computed).
+      const real = b.unsqueeze(b.cast('attention_mask', 'float32'), [2]);
+      const scale = b.input('hidden_scale', 'float32', []);
+      for (const [sl, tl] of d.hiddenPairs) {
+        const th = b.input(`teacher_hidden.${tl}`, 'float32', [B, S, H]);
+        const diff = b.mul(b.sub(b.reshape(`hidden.${sl}`, b.ints([B, S, H])), th), real);
+        total = b.add(total, b.mul(b.reduceSum(b.mul(diff, diff), [0, 1, 2], false), scale));
+      }
+    }
+    return total;
+  });
+
+  // Parameters used by the graph become inputs (trained) or stay initializers (frozen).
+  const used = [...m.params.keys()].filter((k) => g.initializers.has(k));
+  const trained = used.filter((k) => spec.trainable?.(k) ?? true);
+  const frozen = used.filter((k) => !trained.includes(k));
+  for (const name of trained) {
+    const t = g.initializers.get(name)!;
+    g.initializers.delete(name);
+    g.inputs.push({ name, type: 'float32', shape: [...t.dims] });
+  }
+  const facts = inferShapes(g, { input_ids: [B, S], attention_mask: [B, S] });
+  const grads = differentiate(g, facts, loss, trained);
+  const decayed = new Set(trained.filter((k) => m.params.get(k)!.shape.length >= 2));
+
+  const o = new GraphBuilder('train-step', weightSource(m), g);
+  o.scoped('optim', () => {
+    o.output(loss, 'loss', 'float32', []);
+    // Masks: the gradient of a pruned entry is zero, so Adam never moves it (m = v = 0, decay of 0 is 0).
+    const masked = new Map<string, string>();
+    for (const name of trained) {
+      const mask = spec.masks?.get(name);
+      const gr = grads.get(name)!;
+      masked.set(name, mask === undefined ? gr : o.mul(gr, o.constant('float32', m.params.get(name)!.shape, mask, 'mask')));
+    }
+    // The global norm is summed in float64: a float32 sum over millions of squares drifts by ~1e-4
+    // relative, which moves the clipping coefficient (measured against grads.json's norm).
+    const squares = trained.map((k) => o.node('ReduceSumSquare', [o.cast(masked.get(k)!, 'float64')], { keepdims: 0 })[0]!);
+    const norm = o.cast(o.sqrt(squares.length === 1 ? squares[0]! : o.node('Sum', squares)[0]!), 'float32');
+    o.output(norm, 'grad_norm', 'float32', []);
+    if (spec.optimizer === 'grads') {
+      for (const k of trained) o.output(masked.get(k)!, `grad.${k}`, 'float32', m.params.get(k)!.shape);
+      return;
+    }
+    const opt = spec.optimizer;
+    let clip: string | undefined;
+    if (opt.maxGradNorm !== undefined) {
+      const coef = o.div(o.scalar(opt.maxGradNorm), o.add(norm, o.scalar(1e-6)));
+      clip = o.node('Min', [coef, o.scalar(1)])[0]!;
+    }
+    const lrDecay = o.input('lr_decay', 'float32', []);
+    const stepSize = o.input('step_size', 'float32', []);
+    const bc2Sqrt = o.input('bc2_sqrt', 'float32', []);
+    for (const k of trained) {
+      const shape = m.params.get(k)!.shape;
+      const mIn = o.input(`m.${k}`, 'float32', shape);
+      const vIn = o.input(`v.${k}`, 'float32', shape);
+      const gr = clip === undefined ? masked.get(k)! : o.mul(masked.get(k)!, clip);
+      const mNext = o.add(o.mul(mIn, o.scalar(opt.beta1)), o.mul(gr, o.scalar(1 - opt.beta1)));
+      const vNext = o.add(o.mul(vIn, o.scalar(opt.beta2)), o.mul(o.mul(gr, gr), o.scalar(1 - opt.beta2)));
+      const denom = o.add(o.div(o.sqrt(vNext), bc2Sqrt), o.scalar(opt.eps));
+      const decayedP = decayed.has(k) && opt.weightDecay !== 0 ? o.mul(k, lrDecay) : k;
+      const pNext = o.sub(decayedP, o.mul(stepSize, o.div(mNext, denom)));
+      o.output(pNext, `next.${k}`, 'float32', shape);
+      o.output(mNext, `next.m.${k}`, 'float32', shape);
+      o.output(vNext, `next.v.${k}`, 'float32', shape);
+    }
+  });
+  foldConstants(g, facts);
+  // Graph inputs nothing reads any more (e.g. attention_mask of a graph whose masks folded away) stay declared.
+  return { graph: g, trained, frozen, decayed };
+}
+
+/** Host-side AdamW scalars for update t (1-based) at learning rate lr, in float64 as torch computes them. */
+export function adamScalars(opt: AdamWSettings, lr: number, t: number): { lr_decay: number; step_size: number; bc2_sqrt: number } {
+  return {
+    lr_decay: 1 - lr * opt.weightDecay,
+    step_size: lr / (1 - Math.pow(opt.beta1, t)),
+    bc2_sqrt: Math.sqrt(1 - Math.pow(opt.beta2, t)),
+  };
+}
