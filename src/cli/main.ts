@@ -11,6 +11,7 @@ import { dataCommand } from './data.js';
 import { compressCommand } from './compress.js';
 import { auditCommand } from './audit.js';
 import { exportCommand } from './export.js';
+import { distillCommand, trainCommand } from './train.js';
 import { UsageError } from './args.js';
 
 interface Command {
@@ -27,6 +28,8 @@ const COMMANDS: Record<string, Command> = {
   data: dataCommand,
   compress: compressCommand,
   export: exportCommand,
+  train: trainCommand,
+  distill: distillCommand,
 };
 
 function help(): string {

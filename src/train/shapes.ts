@@ -160,7 +160,7 @@ export function inferNode(n: Node, facts: ShapeMap): void {
       if (a.length < 2 || b.length < 2) throw new Error('MatMul: 1-D operands are not supported in training graphs');
       if (a[a.length - 1] !== b[b.length - 2]) throw new Error(`MatMul: [${a}] × [${b}]`);
       const batch = broadcastShapes(a.slice(0, -2), b.slice(0, -2));
-      set({ type: 'float32', shape: [...batch, a[a.length - 2]!, b[b.length - 1]!] });
+      set({ type: x!.type, shape: [...batch, a[a.length - 2]!, b[b.length - 1]!] });
       return;
     }
     case 'Gemm': {
@@ -171,7 +171,7 @@ export function inferNode(n: Node, facts: ShapeMap): void {
       const kb = int(n, 'transB', 0) ? b[1]! : b[0]!;
       const nn = int(n, 'transB', 0) ? b[0]! : b[1]!;
       if (k !== kb) throw new Error(`Gemm: [${a}] × [${b}]`);
-      set({ type: 'float32', shape: [m, nn] });
+      set({ type: x!.type, shape: [m, nn] });
       return;
     }
     case 'Shape': {

@@ -11,6 +11,8 @@ export interface WeightSource {
   /** File (or directory) to name in errors. */
   readonly file: string;
   get(name: string): { shape: readonly number[]; data: Float32Array } | undefined;
+  /** Called for a weight `get` does not have (initialising a model from scratch); may return it. */
+  create?(name: string, shape: readonly number[]): { shape: readonly number[]; data: Float32Array } | undefined;
 }
 
 export class GraphBuilder {
@@ -46,7 +48,7 @@ export class GraphBuilder {
    */
   weight(name: string, shape: readonly number[]): string {
     if (this.graph.initializers.has(name)) return name;
-    const w = this.weights.get(name);
+    const w = this.weights.get(name) ?? this.weights.create?.(name, shape);
     if (w === undefined) throw new DikeError(this.weights.file, `tensor "${name}"`, 'missing from the weights');
     if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i])) {
       throw new DikeError(

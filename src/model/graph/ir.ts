@@ -37,7 +37,7 @@ export interface Node {
 export interface InitTensor {
   type: ElemType;
   dims: number[];
-  data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
+  data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Int8Array;
 }
 
 export interface Graph {

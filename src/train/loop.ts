@@ -1,0 +1,266 @@
+/**
+ * A training run: batches → step graph → periodic checkpoints → a Hugging Face directory.
+ *
+ * The checkpoint (checkpoint/state.safetensors + state.json in the output directory) holds the
+ * parameters and AdamW moments after a step; batches and masks depend only on (seed, step), so a run
+ * resumed from it continues exactly as the uninterrupted run would have.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { DikeError } from '../errors.js';
+import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { fromFloat32, readSafetensors, serializeSafetensors, toFloat32, writeSafetensors, type RawTensor } from '../model/safetensors.js';
+import { ModelRunner } from '../runtime/session.js';
+import { heldOutPerplexity } from '../score/perplexity.js';
+import { sha256File } from '../measure/data.js';
+import { dikeVersion } from '../version.js';
+import { makeBatch, maskedRowCapacity, packSequences, readParagraphs, type Objective } from './corpus.js';
+import type { TrainableModel } from './init.js';
+import { TrainSession, type StepBatch } from './session.js';
+import type { AdamWSettings, DistillTerms } from './step.js';
+
+export interface Schedule {
+  peak: number;
+  warmup: number;
+  /** After warmup: constant, linear decay or cosine decay to `minRatio`·peak at the last step. */
+  decay: 'constant' | 'linear' | 'cosine';
+  minRatio: number;
+}
+
+/** Learning rate of update t (1-based) of `steps`: linear warmup from 0, then the decay. */
+export function learningRate(s: Schedule, t: number, steps: number): number {
+  if (s.warmup > 0 && t <= s.warmup) return (s.peak * t) / s.warmup;
+  if (s.decay === 'constant') return s.peak;
+  const progress = steps > s.warmup ? Math.min(1, (t - s.warmup) / (steps - s.warmup)) : 1;
+  const shape = s.decay === 'linear' ? 1 - progress : 0.5 * (1 + Math.cos(Math.PI * progress));
+  return s.peak * (s.minRatio + (1 - s.minRatio) * shape);
+}
+
+export interface TrainSettings {
+  objective: Objective;
+  data: string[];
+  seq: number;
+  batch: number;
+  steps: number;
+  schedule: Schedule;
+  adamw: AdamWSettings;
+  seed: number;
+  mlmProbability: number;
+  /** Steps between checkpoints (0: only at the end). */
+  checkpointEvery: number;
+  /** Parameter-name prefixes that stay frozen. */
+  freeze: string[];
+  /** Keep the zeros of pruned matrices: entries that are exactly 0 stay 0. */
+  keepSparsity: boolean;
+  /** Held-out text: the first `lines` lines are scored after training. */
+  valid?: { file: string; lines: number };
+  dtype: 'F32' | 'F16';
+  threads?: number;
+  distill?: DistillTerms;
+}
+
+export interface StepLog {
+  step: number;
+  loss: number;
+  gradNorm: number;
+  lr: number;
+  tokensPerSecond: number;
+  etaSeconds: number;
+}
+
+export interface TrainResult {
+  outDir: string;
+  steps: number;
+  resumedFrom: number;
+  tokens: number;
+  seconds: number;
+  losses: number[];
+  heldOut?: { kind: string; value: number; tokens: number; lines: number };
+}
+
+const CHECKPOINT_DIR = 'checkpoint';
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
+
+/** What identifies a run: a checkpoint is resumed only by the same run. */
+function runKey(model: TrainableModel, settings: TrainSettings, teacher?: Checkpoint): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: settings.data.map(sha256File) }));
+  h.update(JSON.stringify(model.rawConfig));
+  for (const name of [...model.params.keys()].sort()) {
+    const d = model.params.get(name)!.data;
+    h.update(name).update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+  }
+  if (teacher !== undefined) h.update(teacher.dir).update(JSON.stringify(teacher.rawConfig));
+  return h.digest('hex');
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n');
+  renameSync(tmp, file);
+}
+
+/** Write a Hugging Face directory for `model` with parameter values `values` (others as loaded). */
+export function writeModelDir(outDir: string, model: TrainableModel, values: ReadonlyMap<string, Float32Array>, tokenizerDir: string, dtype: 'F32' | 'F16'): void {
+  mkdirSync(outDir, { recursive: true });
+  writeJsonAtomic(path.join(outDir, 'config.json'), model.rawConfig);
+  for (const f of TOKENIZER_FILES) {
+    const src = path.join(tokenizerDir, f);
+    if (existsSync(src)) writeFileSync(path.join(outDir, f), readFileSync(src));
+  }
+  const tensors: [string, RawTensor][] = [...model.params.keys()].sort().map((name) => {
+    const p = model.params.get(name)!;
+    return [name, fromFloat32(values.get(name) ?? p.data, p.shape, dtype)];
+  });
+  const bytes = serializeSafetensors(tensors, { format: 'pt' });
+  const tmp = path.join(outDir, `model.safetensors.tmp-${process.pid}`);
+  writeFileSync(tmp, bytes);
+  renameSync(tmp, path.join(outDir, 'model.safetensors'));
+}
+
+export interface RunOptions {
+  tokenizerDir: string;
+  /** Teacher model (distillation): its logits at the loss rows come from ordinary inference. */
+  teacher?: Checkpoint;
+  onStep?: (log: StepLog) => void;
+  onMessage?: (line: string) => void;
+  /** Stop after this many steps in this process (tests of resume); the checkpoint is written first. */
+  stopAfter?: number;
+}
+
+export async function train(model: TrainableModel, settings: TrainSettings, outDir: string, opts: RunOptions): Promise<TrainResult> {
+  const say = opts.onMessage ?? (() => {});
+  if (existsSync(path.join(outDir, 'training.json'))) throw new DikeError(outDir, '', 'holds a finished training run (training.json); choose another --out');
+  const { objective, seq: S, batch: B, steps } = settings;
+  if (model.task !== objective) throw new DikeError(model.configFile, '"architectures"', `${model.hfClass} is a ${model.task} model; it cannot train with the ${objective} objective`);
+  if (S > model.shape.maxPositions) throw new DikeError(model.configFile, '"max_position_embeddings"', `${model.shape.maxPositions} is shorter than --seq ${S}`);
+  const key = runKey(model, settings, opts.teacher);
+  const ckptDir = path.join(outDir, CHECKPOINT_DIR);
+  mkdirSync(ckptDir, { recursive: true });
+
+  const tok = model.tokenizer;
+  const paragraphs = readParagraphs(settings.data);
+  const seqs = packSequences(paragraphs, tok, { objective, seq: S, seed: settings.seed, maxSequences: steps * B });
+  say(`data: ${paragraphs.length} paragraphs → ${seqs.length} sequences of ${S} tokens${seqs.length < steps * B ? ` (cycled: ${((steps * B) / seqs.length).toFixed(2)} epochs)` : ''}`);
+  const rows = objective === 'masked-lm' ? maskedRowCapacity(B, S, settings.mlmProbability) : B * (S - 1);
+  const masks = new Map<string, Float32Array>();
+  if (settings.keepSparsity) {
+    for (const [name, p] of model.params) {
+      if (p.shape.length < 2 || /embed|wte|wpe/.test(name)) continue;
+      if (p.data.some((x) => x === 0)) masks.set(name, Float32Array.from(p.data, (x) => (x === 0 ? 0 : 1)));
+    }
+    say(`keeping the zeros of ${masks.size} pruned matrices fixed`);
+  }
+  const session = await TrainSession.create(
+    model,
+    {
+      batch: B, seq: S, rows, optimizer: settings.adamw, masks,
+      trainable: (name) => !settings.freeze.some((p) => name.startsWith(p)),
+      ...(settings.distill ? { distill: settings.distill } : {}),
+    },
+    settings.threads,
+  );
+  const teacher = opts.teacher ? await ModelRunner.create(opts.teacher, settings.threads !== undefined ? { threads: settings.threads } : {}) : undefined;
+
+  // Resume.
+  let losses: number[] = [];
+  let resumedFrom = 0;
+  const stateJson = path.join(ckptDir, 'state.json');
+  if (existsSync(stateJson)) {
+    const state = JSON.parse(readFileSync(stateJson, 'utf8')) as { key: string; step: number; losses: number[] };
+    if (state.key !== key) throw new DikeError(outDir, CHECKPOINT_DIR, 'holds a checkpoint of a different run (other model, data or settings); choose another --out or delete it');
+    const st = readSafetensors(path.join(ckptDir, 'state.safetensors'));
+    for (const k of session.trained) {
+      for (const [map, prefix] of [[session.params, ''], [session.m, 'm.'], [session.v, 'v.']] as const) {
+        const t = st.tensors.get(prefix + k);
+        if (t === undefined) throw new DikeError(path.join(ckptDir, 'state.safetensors'), `tensor "${prefix + k}"`, 'missing from the checkpoint');
+        map.set(k, toFloat32(t));
+      }
+    }
+    session.step = state.step;
+    losses = state.losses;
+    resumedFrom = state.step;
+    say(`resuming from the checkpoint at step ${state.step}`);
+  }
+  const saveCheckpoint = (): void => {
+    const tensors: [string, RawTensor][] = [];
+    for (const k of session.trained) {
+      tensors.push([k, fromFloat32(session.params.get(k)!, model.params.get(k)!.shape, 'F32')]);
+      tensors.push([`m.${k}`, fromFloat32(session.m.get(k)!, model.params.get(k)!.shape, 'F32')]);
+      tensors.push([`v.${k}`, fromFloat32(session.v.get(k)!, model.params.get(k)!.shape, 'F32')]);
+    }
+    writeSafetensors(path.join(ckptDir, 'state.safetensors'), tensors);
+    writeJsonAtomic(stateJson, { key, step: session.step, losses });
+  };
+
+  const batchSpec = {
+    objective, batch: B, seq: S, rows, seed: settings.seed, mlmProbability: settings.mlmProbability,
+    vocabSize: tok.vocabSize, specialIds: tok.specialIds, ...(tok.special.mask !== undefined ? { maskId: tok.special.mask } : {}),
+  };
+  const started = Date.now();
+  let ranHere = 0;
+  while (session.step < steps) {
+    const t = session.step + 1;
+    const batch: StepBatch = makeBatch(seqs, batchSpec, t - 1);
+    if (teacher !== undefined) await addTeacherOutputs(teacher, batch, settings.distill!);
+    const lr = learningRate(settings.schedule, t, steps);
+    const r = await session.update(batch, lr);
+    if (!Number.isFinite(r.loss)) throw new DikeError(outDir, `step ${t}`, `the loss is ${r.loss}; lower the learning rate (the last checkpoint is kept)`);
+    losses.push(r.loss);
+    ranHere++;
+    const secs = (Date.now() - started) / 1000;
+    opts.onStep?.({ step: t, loss: r.loss, gradNorm: r.gradNorm, lr, tokensPerSecond: (ranHere * B * S) / secs, etaSeconds: (secs / ranHere) * (steps - t) });
+    if ((settings.checkpointEvery > 0 && t % settings.checkpointEvery === 0) || t === steps || ranHere === opts.stopAfter) saveCheckpoint();
+    if (ranHere === opts.stopAfter && t < steps) {
+      await session.release();
+      return { outDir, steps: t, resumedFrom, tokens: t * B * S, seconds: secs, losses };
+    }
+  }
+  const seconds = (Date.now() - started) / 1000;
+  writeModelDir(outDir, model, session.params, opts.tokenizerDir, settings.dtype);
+  await session.release();
+  const result: TrainResult = { outDir, steps, resumedFrom, tokens: steps * B * S, seconds, losses };
+  if (settings.valid !== undefined) {
+    const trained = loadCheckpoint(outDir);
+    const runner = await ModelRunner.create(trained, settings.threads !== undefined ? { threads: settings.threads } : {});
+    const lines = readFileSync(settings.valid.file, 'utf8').split('\n').filter((l) => l !== '').slice(0, settings.valid.lines);
+    const p = await heldOutPerplexity(trained, runner, lines, { maxPositions: S });
+    result.heldOut = { kind: p.kind, value: p.value, tokens: p.tokens, lines: p.lines };
+    say(`held-out ${p.kind} on ${p.lines} lines of ${path.basename(settings.valid.file)}: ${p.value.toFixed(3)} (${p.tokens} tokens)`);
+  }
+  writeJsonAtomic(path.join(outDir, 'training.json'), {
+    tool: 'dike',
+    version: dikeVersion(),
+    architecture: model.hfClass,
+    settings: { ...settings, threads: undefined, data: settings.data.map((f) => ({ file: path.basename(f), sha256: sha256File(f) })), valid: settings.valid ? { file: path.basename(settings.valid.file), lines: settings.valid.lines } : undefined },
+    ...(opts.teacher ? { teacher: { dir: opts.teacher.dir, architecture: opts.teacher.hfClass } } : {}),
+    steps,
+    tokens_seen: steps * B * S,
+    wall_seconds_last_process: seconds,
+    resumed_from_step: resumedFrom,
+    losses_every_step: losses.map((l) => Number(l.toFixed(5))),
+    held_out: result.heldOut ?? null,
+  });
+  rmSync(ckptDir, { recursive: true, force: true });
+  return result;
+}
+
+/** Teacher logits at the loss rows (and hidden states for the MSE term), by ordinary inference. */
+async function addTeacherOutputs(teacher: ModelRunner, batch: StepBatch, terms: DistillTerms): Promise<void> {
+  const { batch: B, seq: S } = batch;
+  const L = teacher.numLayers;
+  const wantHidden = terms.hiddenPairs !== undefined && (terms.hiddenWeight ?? 0) !== 0 ? terms.hiddenPairs.map(([, t]) => t) : [];
+  const layers = [...new Set([L, ...wantHidden])];
+  const states = await teacher.hidden({ batch: B, seq: S, lengths: new Array<number>(B).fill(S), inputIds: batch.inputIds, attentionMask: batch.attentionMask }, layers);
+  const H = teacher.hiddenSize;
+  const last = states[0]!;
+  const R = batch.rows.length;
+  const rowStates = new Float32Array(R * H);
+  for (let r = 0; r < R; r++) rowStates.set(last.subarray(Number(batch.rows[r]) * H, Number(batch.rows[r]) * H + H), r * H);
+  batch.teacherLogits = await teacher.logits(rowStates, R);
+  if (wantHidden.length > 0) {
+    batch.teacherHidden = new Map(wantHidden.map((l) => [l, states[layers.indexOf(l)]!]));
+    batch.hiddenScale = (terms.hiddenWeight ?? 0) / (B * S * H);
+  }
+}
