@@ -1,6 +1,7 @@
 /**
- * Drives bench/torch_bert.py: one Python process per model, asked for one pass at a time so that
- * run.ts can alternate PyTorch and Dikē passes (JSON lines over stdin/stdout).
+ * Drives bench/torch_bert.py (and the other torch_*.py servers): one Python process per model, asked
+ * for one pass at a time so that the bench can alternate PyTorch and Dikē passes (JSON lines over
+ * stdin/stdout).
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import * as readline from 'node:readline';
@@ -40,10 +41,15 @@ export class TorchServer {
   }
 
   async pass(caseIndex: number, withChecksum: boolean): Promise<PassResult> {
-    this.child.stdin.write(JSON.stringify({ case: caseIndex, checksum: withChecksum }) + '\n');
+    return (await this.ask({ case: caseIndex, checksum: withChecksum })) as PassResult;
+  }
+
+  /** Send one request line and wait for its answer line (the script defines both). */
+  async ask(request: object): Promise<unknown> {
+    this.child.stdin.write(JSON.stringify(request) + '\n');
     const line = await this.lines.next();
-    if (line.done) throw new Error('the PyTorch process ended during a pass (see its error above)');
-    return JSON.parse(line.value) as PassResult;
+    if (line.done) throw new Error('the PyTorch process ended during a request (see its error above)');
+    return JSON.parse(line.value) as unknown;
   }
 
   /** Close its input and wait for it to exit. */

@@ -19,7 +19,7 @@ The workload file (written by bench/train.ts) names the initial weights (a model
 initialised) and holds every step's batch: token ids, masked rows and their targets, as Dike's
 makeBatch made them. Server protocol as torch_bert.py: JSON lines in on stdin
 ({"variant": "rows"|"all", "step": t}), JSON lines out on stdout (first the environment, then
-{"ms", "loss", "grad_norm"} per step).
+{"ms", "cpu_ms", "loss", "grad_norm"} per step).
 """
 import argparse
 import json
@@ -57,7 +57,9 @@ class Trainer:
         self.max_norm = opt["maxGradNorm"]
 
     def step(self, variant, b):
-        """One timed update on prepared tensors b; returns (seconds, loss, grad norm before clipping)."""
+        """One timed update on prepared tensors b; returns (seconds, CPU seconds, loss, grad norm
+        before clipping)."""
+        c0 = time.process_time()
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         hidden = self.model.body(b["ids"], b["mask"])  # [B, S, H]
@@ -71,7 +73,8 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.max_norm)
         self.opt.step()
         seconds = time.perf_counter() - t0
-        return seconds, loss.item(), norm.item()
+        cpu = time.process_time() - c0
+        return seconds, cpu, loss.item(), norm.item()
 
 
 def tensors(step, B, S):
@@ -109,8 +112,8 @@ def main():
     })
     for line in sys.stdin:
         req = json.loads(line)
-        seconds, loss, norm = trainers[req["variant"]].step(req["variant"], batches[req["step"]])
-        reply({"ms": seconds * 1000, "loss": loss, "grad_norm": norm})
+        seconds, cpu, loss, norm = trainers[req["variant"]].step(req["variant"], batches[req["step"]])
+        reply({"ms": seconds * 1000, "cpu_ms": cpu * 1000, "loss": loss, "grad_norm": norm})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import { readJsonObject } from '../model/config.js';
 import { initFromConfig, parseStudent, studentFromLayers, type TrainableModel } from '../train/init.js';
 import { train, type StepLog, type TrainSettings } from '../train/loop.js';
 import type { DistillTerms } from '../train/step.js';
+import type { Objective } from '../train/corpus.js';
 import { parsing, UsageError } from './args.js';
 
 const TRAIN_FLAGS = {
@@ -42,7 +43,7 @@ const TRAIN_FLAGS = {
 } as const;
 
 const COMMON_USAGE =
-  '--data <text-file>[,<text-file>…] --out <dir> [--recipe recipe.json] [--objective masked-lm|causal-lm] [--seq 128] [--batch 32] [--steps 500] ' +
+  '--data <text-file>[,<text-file>…] --out <dir> [--recipe recipe.json] [--objective masked-lm|causal-lm|sequence-classification] [--seq 128] [--batch 32] [--steps 500] ' +
   '[--lr 5e-4] [--warmup 50] [--decay cosine|linear|constant] [--min-lr-ratio 0.1] [--beta1 0.9] [--beta2 0.98] [--eps 1e-6] [--weight-decay 0.01] ' +
   '[--clip 1.0] [--seed 0] [--mlm-probability 0.15] [--checkpoint-every 50] [--freeze prefix,…] [--keep-sparsity] [--valid text-file] ' +
   '[--valid-lines 200] [--dtype f32|f16] [--threads N] [--log-every 10] [--quiet]';
@@ -84,7 +85,7 @@ function num(v: string | undefined, flag: string, dflt: number, check: (n: numbe
 const posInt = (n: number): boolean => Number.isInteger(n) && n > 0;
 const nonNegInt = (n: number): boolean => Number.isInteger(n) && n >= 0;
 
-function settingsFrom(m: ReturnType<typeof merged>, objective: 'masked-lm' | 'causal-lm', usage: string): TrainSettings {
+function settingsFrom(m: ReturnType<typeof merged>, objective: Objective, usage: string): TrainSettings {
   const data = m.get('data');
   if (data === undefined) throw new UsageError(`--data is required\nusage: ${usage}`);
   const decay = m.get('decay') ?? 'cosine';
@@ -140,14 +141,16 @@ function reporter(quiet: boolean, every: number, steps: number): { onStep: (l: S
   };
 }
 
-function objectiveOf(model: TrainableModel, requested: string | undefined): 'masked-lm' | 'causal-lm' {
+function objectiveOf(model: TrainableModel, requested: string | undefined): Objective {
   const o = requested ?? model.task;
-  if (o !== 'masked-lm' && o !== 'causal-lm') throw new UsageError(`--objective expects masked-lm or causal-lm (the model is ${model.task})`);
+  if (o !== 'masked-lm' && o !== 'causal-lm' && o !== 'sequence-classification') {
+    throw new UsageError(`--objective expects masked-lm, causal-lm or sequence-classification (the model is ${model.task})`);
+  }
   return o;
 }
 
 export const trainCommand = {
-  summary: 'train or fine-tune a model (masked-LM, causal-LM) on text files, with checkpoints and resume',
+  summary: 'train or fine-tune a model (masked-LM, causal-LM, classification) with checkpoints and resume',
   usage: trainUsage,
   async run(argv: string[]): Promise<void> {
     const { values } = parsing(trainUsage, () =>

@@ -7,6 +7,7 @@
  *               (Devlin et al. 2019, §3.1); loss rows = the chosen positions.
  *   causal-lm   paragraphs joined by the end-of-text token; S tokens per sequence; loss rows = every
  *               position but the last, predicting the next token (HF shift).
+ *   sequence-classification  labelled texts (JSON lines or TSV), one per row, loss at [CLS].
  * Batch k depends only on (seed, k), so a resumed run sees exactly the batches it would have seen.
  */
 import { readFileSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { Rng } from '../measure/stats/rng.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import type { StepBatch } from './session.js';
 
-export type Objective = 'masked-lm' | 'causal-lm';
+export type Objective = 'masked-lm' | 'causal-lm' | 'sequence-classification';
 
 export interface PackSpec {
   objective: Objective;
@@ -125,4 +126,87 @@ export function makeBatch(seqs: readonly number[][], spec: BatchSpec, step: numb
   }
   for (let i = 0; i < n; i++) weights[i] = 1 / n;
   return { batch: B, seq: S, inputIds, attentionMask, rows, targets, weights, labelled: n };
+}
+
+// ---- sequence classification -------------------------------------------------------------------
+
+export interface LabelledText {
+  text: string;
+  label: number;
+}
+
+/**
+ * Labelled examples from a JSON-lines file ({"text": …, "label": name or index}) or a TSV file
+ * (label<TAB>text). Labels are names from the model's id2label or indices; a bad row is an error
+ * naming the file and line, never skipped.
+ */
+export function readLabelled(file: string, labels: readonly string[]): LabelledText[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new DikeError(file, '', `cannot read labelled data: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  const jsonl = file.endsWith('.jsonl') || file.endsWith('.json');
+  const out: LabelledText[] = [];
+  const toLabel = (v: unknown, line: number): number => {
+    const i = typeof v === 'number' ? v : typeof v === 'string' ? (labels.includes(v) ? labels.indexOf(v) : /^\d+$/.test(v) ? Number(v) : -1) : -1;
+    if (!Number.isInteger(i) || i < 0 || i >= labels.length) {
+      throw new DikeError(file, `line ${line}`, `label ${JSON.stringify(v)} is not one of ${labels.map((l, k) => `${k}=${l}`).join(', ')}`);
+    }
+    return i;
+  };
+  text.split('\n').forEach((raw, k) => {
+    const line = k + 1;
+    if (raw.trim() === '') return;
+    if (jsonl) {
+      let row: unknown;
+      try {
+        row = JSON.parse(raw);
+      } catch {
+        throw new DikeError(file, `line ${line}`, 'not valid JSON');
+      }
+      const r = row as { text?: unknown; label?: unknown };
+      if (typeof r.text !== 'string') throw new DikeError(file, `line ${line}`, 'expected a "text" string');
+      out.push({ text: r.text, label: toLabel(r.label, line) });
+    } else {
+      const tab = raw.indexOf('\t');
+      if (tab < 0) throw new DikeError(file, `line ${line}`, 'expected label<TAB>text');
+      out.push({ text: raw.slice(tab + 1), label: toLabel(raw.slice(0, tab), line) });
+    }
+  });
+  if (out.length === 0) throw new DikeError(file, '', 'no labelled examples');
+  return out;
+}
+
+/** Encode, truncate to `seq` keeping the final [SEP], as HF truncation=True does for single texts. */
+export function encodeForClassification(tok: Tokenizer, text: string, seq: number): number[] {
+  const ids = tok.encode(text).ids;
+  return ids.length <= seq ? ids : [...ids.slice(0, seq - 1), ids[ids.length - 1]!];
+}
+
+/**
+ * Batch `step` of a classification run: examples in a seeded order reshuffled every epoch, right-padded;
+ * the loss row of each example is its first position ([CLS], which BERT's pooler reads).
+ */
+export function makeClassificationBatch(examples: readonly { ids: number[]; label: number }[], spec: { batch: number; seq: number; seed: number; padId: number }, step: number): StepBatch {
+  const { batch: B, seq: S } = spec;
+  const perEpoch = Math.floor(examples.length / B) || 1;
+  const epoch = Math.floor(step / perEpoch);
+  const order = new Rng((spec.seed * 7919 + epoch) >>> 0).shuffle(examples.map((_, i) => i));
+  const inputIds = new BigInt64Array(B * S).fill(BigInt(spec.padId));
+  const attentionMask = new BigInt64Array(B * S);
+  const rows = new BigInt64Array(B);
+  const targets = new BigInt64Array(B);
+  const weights = new Float32Array(B).fill(1 / B);
+  for (let b = 0; b < B; b++) {
+    const ex = examples[order[((step % perEpoch) * B + b) % order.length]!]!;
+    ex.ids.forEach((id, k) => {
+      inputIds[b * S + k] = BigInt(id);
+      attentionMask[b * S + k] = 1n;
+    });
+    rows[b] = BigInt(b * S);
+    targets[b] = BigInt(ex.label);
+  }
+  return { batch: B, seq: S, inputIds, attentionMask, rows, targets, weights };
 }

@@ -11,11 +11,11 @@ import * as path from 'node:path';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { fromFloat32, readSafetensors, serializeSafetensors, toFloat32, writeSafetensors, type RawTensor } from '../model/safetensors.js';
-import { ModelRunner } from '../runtime/session.js';
+import { ModelRunner, padBatch } from '../runtime/session.js';
 import { heldOutPerplexity } from '../score/perplexity.js';
 import { sha256File } from '../measure/data.js';
 import { dikeVersion } from '../version.js';
-import { makeBatch, maskedRowCapacity, packSequences, readParagraphs, type Objective } from './corpus.js';
+import { encodeForClassification, makeBatch, makeClassificationBatch, maskedRowCapacity, packSequences, readLabelled, readParagraphs, type Objective } from './corpus.js';
 import type { TrainableModel } from './init.js';
 import { TrainSession, type StepBatch } from './session.js';
 import type { AdamWSettings, DistillTerms } from './step.js';
@@ -140,10 +140,19 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   mkdirSync(ckptDir, { recursive: true });
 
   const tok = model.tokenizer;
-  const paragraphs = readParagraphs(settings.data);
-  const seqs = packSequences(paragraphs, tok, { objective, seq: S, seed: settings.seed, maxSequences: steps * B });
-  say(`data: ${paragraphs.length} paragraphs → ${seqs.length} sequences of ${S} tokens${seqs.length < steps * B ? ` (cycled: ${((steps * B) / seqs.length).toFixed(2)} epochs)` : ''}`);
-  const rows = objective === 'masked-lm' ? maskedRowCapacity(B, S, settings.mlmProbability) : B * (S - 1);
+  const classify = objective === 'sequence-classification';
+  let seqs: number[][] = [];
+  let examples: { ids: number[]; label: number }[] = [];
+  const labels = model.shape.labels ?? [];
+  if (classify) {
+    examples = settings.data.flatMap((f) => readLabelled(f, labels)).map((e) => ({ ids: encodeForClassification(tok, e.text, S), label: e.label }));
+    say(`data: ${examples.length} labelled examples (${((steps * B) / examples.length).toFixed(2)} epochs)`);
+  } else {
+    const paragraphs = readParagraphs(settings.data);
+    seqs = packSequences(paragraphs, tok, { objective, seq: S, seed: settings.seed, maxSequences: steps * B });
+    say(`data: ${paragraphs.length} paragraphs → ${seqs.length} sequences of ${S} tokens${seqs.length < steps * B ? ` (cycled: ${((steps * B) / seqs.length).toFixed(2)} epochs)` : ''}`);
+  }
+  const rows = objective === 'masked-lm' ? maskedRowCapacity(B, S, settings.mlmProbability) : classify ? B : B * (S - 1);
   const masks = new Map<string, Float32Array>();
   if (settings.keepSparsity) {
     for (const [name, p] of model.params) {
@@ -202,7 +211,9 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   let ranHere = 0;
   while (session.step < steps) {
     const t = session.step + 1;
-    const batch: StepBatch = makeBatch(seqs, batchSpec, t - 1);
+    const batch: StepBatch = classify
+      ? makeClassificationBatch(examples, { batch: B, seq: S, seed: settings.seed, padId: tok.special.pad ?? 0 }, t - 1)
+      : makeBatch(seqs, { ...batchSpec, objective: objective as 'masked-lm' | 'causal-lm' }, t - 1);
     if (teacher !== undefined) await addTeacherOutputs(teacher, batch, settings.distill!);
     const lr = learningRate(settings.schedule, t, steps);
     const r = await session.update(batch, lr);
@@ -221,11 +232,28 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   writeModelDir(outDir, model, session.params, opts.tokenizerDir, settings.dtype);
   await session.release();
   const result: TrainResult = { outDir, steps, resumedFrom, tokens: steps * B * S, seconds, losses };
-  if (settings.valid !== undefined) {
+  if (settings.valid !== undefined && classify) {
+    const trained = loadCheckpoint(outDir);
+    const runner = await ModelRunner.create(trained, settings.threads !== undefined ? { threads: settings.threads } : {});
+    const held = readLabelled(settings.valid.file, labels).slice(0, settings.valid.lines);
+    let correct = 0;
+    for (const ex of held) {
+      const ids = encodeForClassification(tok, ex.text, S);
+      const [h] = await runner.hidden(padBatch([ids], tok.special.pad ?? 0));
+      const logits = await runner.logits(h!.subarray(0, trained.shape.hiddenSize), 1);
+      let best = 0;
+      for (let k = 1; k < logits.length; k++) if (logits[k]! > logits[best]!) best = k;
+      if (best === ex.label) correct++;
+    }
+    await runner.dispose();
+    result.heldOut = { kind: 'accuracy', value: correct / held.length, tokens: 0, lines: held.length };
+    say(`held-out accuracy on ${held.length} examples of ${path.basename(settings.valid.file)}: ${(100 * correct / held.length).toFixed(2)}%`);
+  } else if (settings.valid !== undefined) {
     const trained = loadCheckpoint(outDir);
     const runner = await ModelRunner.create(trained, settings.threads !== undefined ? { threads: settings.threads } : {});
     const lines = readFileSync(settings.valid.file, 'utf8').split('\n').filter((l) => l !== '').slice(0, settings.valid.lines);
     const p = await heldOutPerplexity(trained, runner, lines, { maxPositions: S });
+    await runner.dispose();
     result.heldOut = { kind: p.kind, value: p.value, tokens: p.tokens, lines: p.lines };
     say(`held-out ${p.kind} on ${p.lines} lines of ${path.basename(settings.valid.file)}: ${p.value.toFixed(3)} (${p.tokens} tokens)`);
   }
