@@ -19,3 +19,11 @@ export { applyRecipe, parseRecipe, readRecipe, writeCompressed, type Recipe } fr
 export { runAudit, parseVariant, sweepVariants, type AuditRequest } from './audit/audit.js';
 export { renderReport } from './audit/report/html.js';
 export type { AuditResults } from './audit/types.js';
+export { differentiate } from './train/autodiff.js';
+export { GRAD_RULES } from './train/grad-rules.js';
+export { inferShapes } from './train/shapes.js';
+export { buildTrainStep, DEFAULT_ADAMW, type AdamWSettings, type DistillTerms, type TrainStepSpec } from './train/step.js';
+export { TrainSession, lossRowsFromLabels, type StepBatch } from './train/session.js';
+export { initFromConfig, studentFromLayers } from './train/init.js';
+export { train, learningRate, writeModelDir, type TrainSettings, type TrainResult } from './train/loop.js';
+export { DEFAULT_MODEL, EMBEDDED_MODELS, embeddedModelDir, resolveModel } from './embedded.js';

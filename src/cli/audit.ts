@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { embeddedDataDir, resolveModel } from '../embedded.js';
 import { resolveDataDir } from '../measure/data.js';
 import { parseVariant, runAudit, sweepVariants, type VariantSpec } from '../audit/audit.js';
 import type { AuditResults } from '../audit/types.js';
@@ -8,8 +10,8 @@ import { parsing, positiveInt, UsageError } from './args.js';
 import { Progress } from './progress.js';
 
 const usage =
-  'dike audit --model <dir> (--variant <recipe.yaml|method:key=value,…|compressed-dir>)… [--sweep "magnitude:0.1,0.3,0.5"]… ' +
-  '--benchmark <names> [--scorer <name>] [--data <dir>] --out <dir> [--limit N] [--seed N] [--resamples N] [--alpha A] ' +
+  'dike audit [--model <dir|dike-bert-mini|dike-gpt2-mini>] (--variant <recipe.yaml|method:key=value,…|compressed-dir>)… [--sweep "magnitude:0.1,0.3,0.5"]… ' +
+  '[--benchmark <names>] [--scorer <name>] [--data <dir>] --out <dir> [--limit N] [--seed N] [--resamples N] [--alpha A] ' +
   '[--calibration text] [--calibration-samples N] [--calibration-seq-len N] [--quality-lines N] [--threads N] [--json] [--quiet]';
 
 function fmt(x: number, d = 2): string {
@@ -63,11 +65,17 @@ export const auditCommand = {
         },
       }),
     );
-    if (values.model === undefined) throw new UsageError(`--model is required\nusage: ${usage}`);
     if (values.out === undefined) throw new UsageError(`--out is required\nusage: ${usage}`);
-    if (values.benchmark === undefined) throw new UsageError(`--benchmark is required\nusage: ${usage}`);
     if ((values.variant ?? []).length + (values.sweep ?? []).length === 0) throw new UsageError(`give at least one --variant or --sweep\nusage: ${usage}`);
-    const dataDir = resolveDataDir(values.data);
+    const model = resolveModel(values.model);
+    const dataDir = resolveDataDir(values.data, { embedded: true });
+    const embeddedData = path.resolve(dataDir) === path.resolve(embeddedDataDir());
+    const say = (l: string): void => {
+      if (!values.quiet) process.stderr.write(l + '\n');
+    };
+    if (model.embedded) say(`model: Dikē's embedded ${path.basename(model.dir)} (${model.dir})`);
+    if (embeddedData) say(`data: the embedded CrowS-Pairs only (pass --data <dir> or set DIKE_DATA for other benchmarks)`);
+    const benchmark = values.benchmark ?? 'crows-pairs';
     const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);
     if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed expects a non-negative integer, got "${values.seed}"`);
     const resamples = positiveInt(values.resamples, '--resamples') ?? DEFAULT_RESAMPLES;
@@ -83,15 +91,20 @@ export const auditCommand = {
       ...(values.sweep ?? []).flatMap((s) => sweepVariants(s, calibration, seed)),
       ...(values.variant ?? []).map((v) => parseVariant(v, calibration, seed)),
     ];
-    const qualityLines = values['quality-lines'] === undefined ? 50 : Number(values['quality-lines']);
+    let qualityLines = values['quality-lines'] === undefined ? 50 : Number(values['quality-lines']);
+    const qualityText = path.join(dataDir, 'lm_corpus', 'valid.txt');
+    if (values['quality-lines'] === undefined && !existsSync(qualityText)) {
+      say(`quality proxy not measured: ${qualityText} is absent (give --data with lm_corpus to measure held-out perplexity)`);
+      qualityLines = 0;
+    }
     if (!Number.isInteger(qualityLines) || qualityLines < 0) throw new UsageError(`--quality-lines expects a non-negative integer`);
     const progress = Progress.forCli(values.quiet);
     const threads = positiveInt(values.threads, '--threads');
     const limit = positiveInt(values.limit, '--limit');
     const results = await runAudit({
-      model: values.model,
+      model: model.dir,
       variants,
-      benchmarks: values.benchmark.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+      benchmarks: benchmark.split(',').map((s) => s.trim()).filter((s) => s !== ''),
       ...(values.scorer !== undefined ? { scorer: values.scorer } : {}),
       dataDir,
       out: values.out,
@@ -102,9 +115,7 @@ export const auditCommand = {
       ...(threads !== undefined ? { threads } : {}),
       qualityLines,
       onProgress: (label, d, t) => progress.update(label, d, t),
-      log: (l) => {
-        if (!values.quiet) process.stderr.write(l + '\n');
-      },
+      log: say,
     });
     if (values.json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
     else if (!values.quiet) {

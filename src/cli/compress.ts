@@ -1,3 +1,4 @@
+import { resolveModel } from '../embedded.js';
 import { parseArgs } from 'node:util';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { applyRecipe, parseRecipe, readRecipe, writeCompressed, type Recipe } from '../compress/recipe.js';
@@ -72,7 +73,7 @@ export const compressCommand = {
     if ((values.recipe === undefined) === (values.method === undefined)) throw new UsageError(`give --recipe or --method\nusage: ${usage}`);
     const threads = positiveInt(values.threads, '--threads');
     const recipe = values.recipe !== undefined ? readRecipe(values.recipe) : recipeFromFlags(values);
-    const ckpt = loadCheckpoint(positionals[0]!);
+    const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
     const result = await applyRecipe(ckpt, recipe, threads !== undefined ? { threads } : {});
     writeCompressed(ckpt, result, recipe, values.out);
     const matrices = result.reports.flat();

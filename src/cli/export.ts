@@ -1,3 +1,4 @@
+import { resolveModel } from '../embedded.js';
 import { renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DikeError } from '../errors.js';
@@ -46,7 +47,7 @@ export const exportCommand = {
     if (level !== undefined && !(Number.isInteger(level) && level >= 0 && level <= 4)) throw new UsageError(`--accuracy-level expects 0…4, got "${values['accuracy-level']}"`);
     const kernel = values['int8-kernel'];
     if (kernel !== undefined && kernel !== 'DynamicQuantizeMatMul' && kernel !== 'MatMulInteger') throw new UsageError(`--int8-kernel expects DynamicQuantizeMatMul or MatMulInteger, got "${kernel}"`);
-    const ckpt = loadCheckpoint(positionals[0]!);
+    const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
     const exported = exportOnnx(ckpt, {
       execution,
       deploy: { ...(level !== undefined ? { accuracyLevel: level } : {}), ...(kernel !== undefined ? { int8Kernel: kernel } : {}) },

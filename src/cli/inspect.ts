@@ -1,3 +1,4 @@
+import { resolveModel } from '../embedded.js';
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { describeModel, type ModelDescription } from '../model/describe.js';
@@ -60,7 +61,7 @@ export const inspectCommand = {
       parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true }),
     );
     if (positionals.length !== 1) throw new UsageError(`expected one model directory\nusage: ${usage}`);
-    const ckpt = loadCheckpoint(positionals[0]!);
+    const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
     const matrices = readQuantizationInfo(ckpt.dir);
     const file = path.join(ckpt.dir, QUANTIZATION_FILE);
     const d = describeModel(ckpt, matrices ? { file, bytes: statSync(file).size, matrices } : undefined);

@@ -1,3 +1,4 @@
+import { resolveModel } from '../embedded.js';
 import { readFileSync } from 'node:fs';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -56,7 +57,7 @@ export const logprobsCommand = {
     const threads = positiveInt(values.threads, '--threads');
     const maxTokens = positiveInt(values['max-tokens'], '--max-tokens');
     const execution = executionFlag(values.execution);
-    const ckpt = loadCheckpoint(positionals[0]!);
+    const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
     const runner = await ModelRunner.create(ckpt, { execution, ...(threads !== undefined ? { threads } : {}) });
     let scores: TextScore[];
     try {

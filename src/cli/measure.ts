@@ -4,6 +4,7 @@ import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { ModelRunner } from '../runtime/session.js';
 import { resolveDataDir } from '../measure/data.js';
+import { resolveModel } from '../embedded.js';
 import { BENCHMARKS } from '../measure/registry.js';
 import { measure, planMeasure, type MeasureReport } from '../measure/run.js';
 import type { ScoreCI } from '../measure/types.js';
@@ -11,7 +12,7 @@ import { executionFlag, parsing, positiveInt, UsageError } from './args.js';
 import { Progress } from './progress.js';
 
 const usage =
-  'dike measure <model-dir> --benchmark <name>[,<name>…] [--scorer <name>] [--data <dir>] [--json] [--out <file>] ' +
+  'dike measure [<model-dir>|dike-bert-mini|dike-gpt2-mini] [--benchmark <name>[,<name>…] (default crows-pairs)] [--scorer <name>] [--data <dir>] [--json] [--out <file>] ' +
   '[--limit N] [--seed N] [--resamples N] [--threads N] [--execution simulated|deployed] [--quiet]';
 
 function fmt(x: number): string {
@@ -58,17 +59,16 @@ export const measureCommand = {
         },
       }),
     );
-    if (positionals.length !== 1) throw new UsageError(`expected one model directory\nusage: ${usage}`);
-    if (values.benchmark === undefined) throw new UsageError(`--benchmark is required\nusage: ${usage}`);
-    const benchmarks = values.benchmark.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (positionals.length > 1) throw new UsageError(`expected at most one model directory\nusage: ${usage}`);
+    const benchmarks = (values.benchmark ?? 'crows-pairs').split(',').map((s) => s.trim()).filter((s) => s !== '');
     const seed = values.seed === undefined ? undefined : Number(values.seed);
     if (seed !== undefined && (!Number.isInteger(seed) || seed < 0)) throw new UsageError(`--seed expects a non-negative integer, got "${values.seed}"`);
     const limit = positiveInt(values.limit, '--limit');
     const resamples = positiveInt(values.resamples, '--resamples');
     const threads = positiveInt(values.threads, '--threads');
     const execution = executionFlag(values.execution);
-    const dataDir = resolveDataDir(values.data);
-    const ckpt = loadCheckpoint(positionals[0]!);
+    const dataDir = resolveDataDir(values.data, { embedded: true });
+    const ckpt = loadCheckpoint(resolveModel(positionals[0]).dir);
     const request = {
       benchmarks,
       dataDir,

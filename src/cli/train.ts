@@ -1,6 +1,7 @@
 /**
  * `dike train` and `dike distill`: flags (or a JSON recipe with the same keys) → TrainSettings → train().
  */
+import { resolveModel } from '../embedded.js';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DikeError } from '../errors.js';
@@ -166,8 +167,8 @@ export const trainCommand = {
     const seed = num(m.get('seed'), 'seed', 0, nonNegInt);
     if (modelDir !== undefined) {
       if (config !== undefined) throw new UsageError('give --model or --config, not both');
-      model = loadCheckpoint(modelDir);
-      tokenizerDir = modelDir;
+      tokenizerDir = resolveModel(modelDir).dir;
+      model = loadCheckpoint(tokenizerDir);
     } else {
       const tk = m.get('tokenizer');
       if (config === undefined || tk === undefined) throw new UsageError(`give --model <dir>, or --config and --tokenizer\nusage: ${trainUsage}`);
@@ -200,7 +201,7 @@ export const distillCommand = {
     const out = m.get('out');
     const studentSpec = m.get('student');
     if (out === undefined || studentSpec === undefined) throw new UsageError(`--student and --out are required\nusage: ${distillUsage}`);
-    const teacher = loadCheckpoint(positionals[0]!);
+    const teacher = loadCheckpoint(resolveModel(positionals[0]!).dir);
     const spec = parseStudent(studentSpec);
     const seed = num(m.get('seed'), 'seed', 0, nonNegInt);
     const student = 'layers' in spec ? studentFromLayers(teacher, spec.layers) : initFromConfig(spec.configFile, teacher.dir, seed);

@@ -8,13 +8,19 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
 import type { DataFile, DataFileRecord, Dataset } from './types.js';
+import { embeddedDataDir } from '../embedded.js';
 
 export const DATA_ENV = 'DIKE_DATA';
 
-/** The data directory: the explicit option, else $DIKE_DATA. */
-export function resolveDataDir(explicit?: string): string {
+/**
+ * The data directory: the explicit option, else $DIKE_DATA, else (when `embedded` is allowed) the
+ * data shipped with Dikē, which holds CrowS-Pairs only; other benchmarks then fail with the one-line
+ * "missing … run `dike data fetch`" error.
+ */
+export function resolveDataDir(explicit?: string, opts: { embedded?: boolean } = {}): string {
   const dir = explicit ?? process.env[DATA_ENV];
   if (dir === undefined || dir === '') {
+    if (opts.embedded) return embeddedDataDir();
     throw new DikeError('', '--data', `no data directory: pass --data <dir> or set ${DATA_ENV} (fetch data with \`dike data fetch <name> --data <dir>\`)`);
   }
   if (!existsSync(dir)) throw new DikeError(dir, '', `data directory not found (set with --data or ${DATA_ENV})`);
