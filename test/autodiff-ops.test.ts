@@ -564,6 +564,26 @@ const BLOCKS: Case[] = [
     dtypes: ['float64', 'float32'],
   },
   {
+    name: 'weighted cross-entropy Σ w·SoftmaxCrossEntropyLoss(reduction none), as step.ts writes the training loss',
+    params: { logits: { shape: [4, 6], gen: uniform(-2, 2) } },
+    build: (b, p) => {
+      const targets = b.constant('int64', [4], [2, 5, 0, 2]);
+      const weights = b.constant('float32', [4], [0.25, 0.5, 0, 0.25]);
+      const [perRow] = b.node('SoftmaxCrossEntropyLoss', [p['logits']!, targets], { reduction: 'none' }, 2);
+      return b.reduceSum(b.mul(perRow!, weights), [0], false);
+    },
+    dtypes: ['float64', 'float32'],
+  },
+  {
+    name: 'SoftmaxCrossEntropyLoss with a gradient through both outputs (loss and log_prob)',
+    params: { logits: { shape: [3, 5], gen: uniform(-2, 2) } },
+    build: (b, p) => {
+      const [perRow, logProb] = b.node('SoftmaxCrossEntropyLoss', [p['logits']!, b.constant('int64', [3], [4, 0, 2])], { reduction: 'none' }, 2);
+      return b.add(b.reduceSum(perRow!, [0], false), b.reduceSum(b.mul(logProb!, b.constant('float32', [3, 5], Array.from({ length: 15 }, (_, i) => ((i * 7) % 5) / 5 - 0.4))), [0, 1], false));
+    },
+    dtypes: ['float64', 'float32'],
+  },
+  {
     name: 'distillation KL Σ p(log p − log_softmax(x/T)) for student and teacher logits',
     params: { logits: { shape: [3, 5], gen: uniform(-2, 2) }, teacher: { shape: [3, 5], gen: uniform(-2, 2) } },
     build: (b, p) => {

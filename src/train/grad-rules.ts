@@ -189,6 +189,28 @@ export const GRAD_RULES: Readonly<Record<string, GradRule>> = {
     const zeros = zerosLike(c, shapeOf(c, data));
     return [c.b.node('ScatterElements', [zeros, idx, g!], { axis: intAttr(n, 'axis', 0), reduction: 'add' })[0]!, undefined];
   },
+  // Per-row cross-entropy ℓ_r = −log softmax(x_r)[t_r] (reduction 'none'), second output log softmax(x):
+  //   dx_r = g_r · (softmax(x_r) − onehot(t_r)), written as a scale of exp(log_prob) and one scatter-add,
+  //   which touches the [rows, vocabulary] matrix fewer times than LogSoftmax + GatherElements would.
+  SoftmaxCrossEntropyLoss: (c, n, [g, gLogProb]) => {
+    if (n.attrs['reduction'] !== 'none' || n.inputs.length > 2 || n.attrs['ignore_index'] !== undefined) {
+      throw new Error('SoftmaxCrossEntropyLoss is differentiated with reduction "none", no class weights and no ignore_index');
+    }
+    const [, labels] = n.inputs as [string, string];
+    const logProb = n.outputs[1]!;
+    const b = c.b;
+    const probs = b.exp(logProb);
+    let dx: string | undefined;
+    if (g !== undefined) {
+      const col = b.unsqueeze(g, [1]);
+      dx = b.node('ScatterElements', [b.mul(probs, col), b.unsqueeze(labels, [1]), b.neg(col)], { axis: 1, reduction: 'add' })[0]!;
+    }
+    if (gLogProb !== undefined) {
+      const viaLogProb = b.sub(gLogProb, b.mul(probs, b.reduceSum(gLogProb, [1], true)));
+      dx = dx === undefined ? viaLogProb : b.add(dx, viaLogProb);
+    }
+    return [dx, undefined];
+  },
   // y = softmax(x): dx = y ⊙ (g − Σ g⊙y)
   Softmax: (c, n, [g]) => {
     const y = n.outputs[0]!;

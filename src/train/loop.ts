@@ -82,10 +82,19 @@ export interface TrainResult {
 const CHECKPOINT_DIR = 'checkpoint';
 const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
 
+/** SHA-256 of an input file; an unreadable file is a one-line error naming it. */
+function inputSha256(file: string, what: string): string {
+  try {
+    return sha256File(file);
+  } catch (e) {
+    throw new DikeError(file, '', `cannot read ${what}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+}
+
 /** What identifies a run: a checkpoint is resumed only by the same run. */
 function runKey(model: TrainableModel, settings: TrainSettings, teacher?: Checkpoint): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: settings.data.map(sha256File) }));
+  h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: settings.data.map((f) => inputSha256(f, 'training text')) }));
   h.update(JSON.stringify(model.rawConfig));
   for (const name of [...model.params.keys()].sort()) {
     const d = model.params.get(name)!.data;
@@ -135,6 +144,8 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   const { objective, seq: S, batch: B, steps } = settings;
   if (model.task !== objective) throw new DikeError(model.configFile, '"architectures"', `${model.hfClass} is a ${model.task} model; it cannot train with the ${objective} objective`);
   if (S > model.shape.maxPositions) throw new DikeError(model.configFile, '"max_position_embeddings"', `${model.shape.maxPositions} is shorter than --seq ${S}`);
+  // The held-out file is read only after training: check it first, so that a typo costs no run.
+  if (settings.valid !== undefined) inputSha256(settings.valid.file, 'held-out text');
   const key = runKey(model, settings, opts.teacher);
   const ckptDir = path.join(outDir, CHECKPOINT_DIR);
   mkdirSync(ckptDir, { recursive: true });
@@ -180,6 +191,13 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     const state = JSON.parse(readFileSync(stateJson, 'utf8')) as { key: string; step: number; losses: number[] };
     if (state.key !== key) throw new DikeError(outDir, CHECKPOINT_DIR, 'holds a checkpoint of a different run (other model, data or settings); choose another --out or delete it');
     const st = readSafetensors(path.join(ckptDir, 'state.safetensors'));
+    // The tensors and state.json are renamed into place one after the other: a run killed between the
+    // two renames leaves state.json one checkpoint behind, so the step and losses the tensors carry win.
+    const meta = st.metadata;
+    if (meta['step'] !== undefined && meta['losses'] !== undefined) {
+      state.step = Number(meta['step']);
+      state.losses = JSON.parse(meta['losses']) as number[];
+    }
     for (const k of session.trained) {
       for (const [map, prefix] of [[session.params, ''], [session.m, 'm.'], [session.v, 'v.']] as const) {
         const t = st.tensors.get(prefix + k);
@@ -199,7 +217,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
       tensors.push([`m.${k}`, fromFloat32(session.m.get(k)!, model.params.get(k)!.shape, 'F32')]);
       tensors.push([`v.${k}`, fromFloat32(session.v.get(k)!, model.params.get(k)!.shape, 'F32')]);
     }
-    writeSafetensors(path.join(ckptDir, 'state.safetensors'), tensors);
+    writeSafetensors(path.join(ckptDir, 'state.safetensors'), tensors, { format: 'pt', step: String(session.step), losses: JSON.stringify(losses) });
     writeJsonAtomic(stateJson, { key, step: session.step, losses });
   };
 

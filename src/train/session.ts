@@ -21,6 +21,9 @@ export interface StepBatch {
   hiddenScale?: number;
 }
 
+/** Loss-row counts are rounded up to a multiple of this (one step graph per count in use). */
+export const ROW_BUCKET = 32;
+
 export interface StepResult {
   loss: number;
   gradNorm: number;
@@ -34,12 +37,17 @@ export class TrainSession {
   /** Number of updates applied (t of the next update is step + 1). */
   step = 0;
 
+  /** Step graphs by number of loss rows (see `rowsFor`). */
+  private readonly sessions = new Map<number, Promise<ort.InferenceSession>>();
+
   private constructor(
     readonly model: ModelForTraining,
     readonly spec: TrainStepSpec,
     readonly trained: string[],
-    private readonly session: ort.InferenceSession,
+    session: ort.InferenceSession,
+    private readonly threads: number | undefined,
   ) {
+    this.sessions.set(spec.rows, Promise.resolve(session));
     for (const k of trained) {
       const p = model.params.get(k)!;
       this.params.set(k, Float32Array.from(p.data));
@@ -53,14 +61,35 @@ export class TrainSession {
   static async create(model: ModelForTraining, spec: TrainStepSpec, threads?: number): Promise<TrainSession> {
     const step = buildTrainStep(model, spec);
     const session = await ort.InferenceSession.create(graphToOnnx(step.graph), ortSessionOptions(threads));
-    return new TrainSession(model, spec, step.trained, session);
+    return new TrainSession(model, spec, step.trained, session, threads);
+  }
+
+  /**
+   * The number of loss rows a batch runs with: its labelled rows rounded up to a multiple of
+   * ROW_BUCKET (capped at the graph's capacity). Masked-LM batches label a Binomial number of
+   * positions; sizing the vocabulary projection to the batch instead of the worst case saves about a
+   * third of the head's work, for a handful of step graphs per run.
+   */
+  rowsFor(x: StepBatch): number {
+    let n = x.weights.length;
+    while (n > 0 && x.weights[n - 1] === 0) n--;
+    return Math.min(x.rows.length, Math.max(ROW_BUCKET, Math.ceil(n / ROW_BUCKET) * ROW_BUCKET));
+  }
+
+  private sessionFor(rows: number): Promise<ort.InferenceSession> {
+    let s = this.sessions.get(rows);
+    if (s === undefined) {
+      s = ort.InferenceSession.create(graphToOnnx(buildTrainStep(this.model, { ...this.spec, rows }).graph), ortSessionOptions(this.threads));
+      this.sessions.set(rows, s);
+    }
+    return s;
   }
 
   private shape(k: string): number[] {
     return this.model.params.get(k)!.shape;
   }
 
-  private feeds(x: StepBatch): Record<string, ort.Tensor> {
+  private feeds(x: StepBatch, R: number): Record<string, ort.Tensor> {
     const { batch: B, seq: S } = x;
     if (B !== this.spec.batch || S !== this.spec.seq || x.rows.length !== this.spec.rows) {
       throw new Error(`batch [${B}, ${S}] with ${x.rows.length} rows does not fit the step graph [${this.spec.batch}, ${this.spec.seq}] / ${this.spec.rows}`);
@@ -68,14 +97,15 @@ export class TrainSession {
     const f: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', x.inputIds, [B, S]),
       attention_mask: new ort.Tensor('int64', x.attentionMask, [B, S]),
-      rows: new ort.Tensor('int64', x.rows, [x.rows.length]),
-      targets: new ort.Tensor('int64', x.targets, [x.targets.length]),
-      weights: new ort.Tensor('float32', x.weights, [x.weights.length]),
+      rows: new ort.Tensor('int64', x.rows.subarray(0, R), [R]),
+      targets: new ort.Tensor('int64', x.targets.subarray(0, R), [R]),
+      weights: new ort.Tensor('float32', x.weights.subarray(0, R), [R]),
     };
     const d = this.spec.distill;
     if (d !== undefined) {
       if (x.teacherLogits === undefined) throw new Error('distillation step without teacher logits');
-      f['teacher_logits'] = new ort.Tensor('float32', x.teacherLogits, [x.rows.length, this.model.shape.outputSize]);
+      const V = this.model.shape.outputSize;
+      f['teacher_logits'] = new ort.Tensor('float32', x.teacherLogits.subarray(0, R * V), [R, V]);
       if (d.hiddenPairs !== undefined && d.hiddenPairs.length > 0 && (d.hiddenWeight ?? 0) !== 0) {
         f['hidden_scale'] = new ort.Tensor('float32', new Float32Array([x.hiddenScale ?? 0]), []);
         for (const [, tl] of d.hiddenPairs) {
@@ -92,7 +122,8 @@ export class TrainSession {
   /** Loss and gradients at the current parameters (a step graph built with optimizer 'grads'). */
   async gradients(x: StepBatch): Promise<StepResult & { grads: Map<string, Float32Array> }> {
     if (this.spec.optimizer !== 'grads') throw new Error('gradients() needs a step graph built with optimizer "grads"');
-    const out = await this.session.run(this.feeds(x));
+    const R = this.rowsFor(x);
+    const out = await (await this.sessionFor(R)).run(this.feeds(x, R));
     const grads = new Map(this.trained.map((k) => [k, out[`grad.${k}`]!.data as Float32Array]));
     return { loss: scalar(out['loss']!), gradNorm: scalar(out['grad_norm']!), grads };
   }
@@ -102,13 +133,14 @@ export class TrainSession {
     const opt = this.spec.optimizer;
     if (opt === 'grads') throw new Error('update() needs a step graph built with an optimizer');
     const t = this.step + 1;
-    const f = this.feeds(x);
+    const R = this.rowsFor(x);
+    const f = this.feeds(x, R);
     for (const [name, value] of Object.entries(adamScalars(opt as AdamWSettings, lr, t))) f[name] = new ort.Tensor('float32', new Float32Array([value]), []);
     for (const k of this.trained) {
       f[`m.${k}`] = new ort.Tensor('float32', this.m.get(k)!, this.shape(k));
       f[`v.${k}`] = new ort.Tensor('float32', this.v.get(k)!, this.shape(k));
     }
-    const out = await this.session.run(f);
+    const out = await (await this.sessionFor(R)).run(f);
     for (const k of this.trained) {
       this.params.set(k, out[`next.${k}`]!.data as Float32Array);
       this.m.set(k, out[`next.m.${k}`]!.data as Float32Array);
@@ -119,7 +151,8 @@ export class TrainSession {
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
   }
 }
 

@@ -261,6 +261,12 @@ export function inferNode(n: Node, facts: ShapeMap): void {
       set(f);
       return;
     }
+    case 'SoftmaxCrossEntropyLoss': {
+      const reduced = n.attrs['reduction'] === 'none' ? [x!.shape[0]!] : [];
+      set({ type: x!.type, shape: reduced });
+      if (n.outputs.length > 1) set({ type: x!.type, shape: [...x!.shape] }, 1);
+      return;
+    }
     case 'GatherElements':
       set({ type: x!.type, shape: [...get(1).shape] });
       return;

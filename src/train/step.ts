@@ -92,8 +92,8 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
     const V = m.shape.outputSize;
     // Hard-label cross-entropy: −Σ w_r log softmax(logits_r)[t_r]
     const crossEntropy = (): string => {
-      const picked = b.squeeze(b.gatherElements(b.logSoftmax(logits, -1), b.unsqueeze(targets, [1]), 1), [1]);
-      return b.neg(b.reduceSum(b.mul(picked, weights), [0], false));
+      const [perRow] = b.node('SoftmaxCrossEntropyLoss', [logits, targets], { reduction: 'none' }, 2);
+      return b.reduceSum(b.mul(perRow!, weights), [0], false);
     };
     const d = spec.distill;
     if (d === undefined) return crossEntropy();
@@ -143,7 +143,12 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
     }
     // The global norm is summed in float64: a float32 sum over millions of squares drifts by ~1e-4
     // relative, which moves the clipping coefficient (measured against grads.json's norm).
-    const squares = trained.map((k) => o.node('ReduceSumSquare', [o.cast(masked.get(k)!, 'float64')], { keepdims: 0 })[0]!);
+    // Rows of a matrix (a few hundred terms) are summed in float32, the row sums in float64.
+    const squares = trained.map((k) => {
+      const shape = m.params.get(k)!.shape;
+      const rowSums = shape.length >= 2 ? o.node('ReduceSumSquare', [o.reshape(masked.get(k)!, o.ints([shape[0]!, -1]))], { axes: [1], keepdims: 0 })[0]! : o.mul(masked.get(k)!, masked.get(k)!);
+      return o.reduceSum(o.cast(rowSums, 'float64'), [0], false);
+    });
     const norm = o.cast(o.sqrt(squares.length === 1 ? squares[0]! : o.node('Sum', squares)[0]!), 'float32');
     o.output(norm, 'grad_norm', 'float32', []);
     if (spec.optimizer === 'grads') {
@@ -151,27 +156,34 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
       return;
     }
     const opt = spec.optimizer;
-    let clip: string | undefined;
-    if (opt.maxGradNorm !== undefined) {
-      const coef = o.div(o.scalar(opt.maxGradNorm), o.add(norm, o.scalar(1e-6)));
-      clip = o.node('Min', [coef, o.scalar(1)])[0]!;
-    }
     const lrDecay = o.input('lr_decay', 'float32', []);
     const stepSize = o.input('step_size', 'float32', []);
     const bc2Sqrt = o.input('bc2_sqrt', 'float32', []);
+    // Scalars first, so that each full-size tensor is touched as few times as possible: the clip factor
+    // c folds into (1−β₁)·c and (1−β₂)·c², and m/(√v/b + ε) = b·m/(√v + ε·b) with b = bc2_sqrt.
+    let s1 = o.scalar(1 - opt.beta1);
+    let s2 = o.scalar(1 - opt.beta2);
+    if (opt.maxGradNorm !== undefined) {
+      const clip = o.node('Min', [o.div(o.scalar(opt.maxGradNorm), o.add(norm, o.scalar(1e-6))), o.scalar(1)])[0]!;
+      s1 = o.mul(s1, clip);
+      s2 = o.mul(s2, o.mul(clip, clip));
+    }
+    const epsB = o.mul(o.scalar(opt.eps), bc2Sqrt);
+    const stepB = o.mul(stepSize, bc2Sqrt);
+    const b1 = o.scalar(opt.beta1);
+    const b2 = o.scalar(opt.beta2);
     for (const k of trained) {
       const shape = m.params.get(k)!.shape;
       const mIn = o.input(`m.${k}`, 'float32', shape);
       const vIn = o.input(`v.${k}`, 'float32', shape);
-      const gr = clip === undefined ? masked.get(k)! : o.mul(masked.get(k)!, clip);
-      const mNext = o.add(o.mul(mIn, o.scalar(opt.beta1)), o.mul(gr, o.scalar(1 - opt.beta1)));
-      const vNext = o.add(o.mul(vIn, o.scalar(opt.beta2)), o.mul(o.mul(gr, gr), o.scalar(1 - opt.beta2)));
-      const denom = o.add(o.div(o.sqrt(vNext), bc2Sqrt), o.scalar(opt.eps));
+      const gr = masked.get(k)!;
+      // Outputs are written by their last node directly (an Identity would copy each tensor again).
+      const [mNext] = o.node('Add', [o.mul(mIn, b1), o.mul(gr, s1)], {}, [`next.m.${k}`]);
+      const [vNext] = o.node('Add', [o.mul(vIn, b2), o.mul(o.mul(gr, gr), s2)], {}, [`next.v.${k}`]);
+      const update = o.mul(o.div(mNext!, o.add(o.sqrt(vNext!), epsB)), stepB);
       const decayedP = decayed.has(k) && opt.weightDecay !== 0 ? o.mul(k, lrDecay) : k;
-      const pNext = o.sub(decayedP, o.mul(stepSize, o.div(mNext, denom)));
-      o.output(pNext, `next.${k}`, 'float32', shape);
-      o.output(mNext, `next.m.${k}`, 'float32', shape);
-      o.output(vNext, `next.v.${k}`, 'float32', shape);
+      o.node('Sub', [decayedP, update], {}, [`next.${k}`]);
+      for (const name of [`next.${k}`, `next.m.${k}`, `next.v.${k}`]) g.outputs.push({ name, type: 'float32', shape: [...shape] });
     }
   });
   foldConstants(g, facts);
