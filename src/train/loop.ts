@@ -232,7 +232,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     const batch: StepBatch = classify
       ? makeClassificationBatch(examples, { batch: B, seq: S, seed: settings.seed, padId: tok.special.pad ?? 0 }, t - 1)
       : makeBatch(seqs, { ...batchSpec, objective: objective as 'masked-lm' | 'causal-lm' }, t - 1);
-    if (teacher !== undefined) await addTeacherOutputs(teacher, batch, settings.distill!);
+    if (teacher !== undefined) await addTeacherOutputs(teacher, batch, settings.distill!, session.rowsFor(batch));
     const lr = learningRate(settings.schedule, t, steps);
     const r = await session.update(batch, lr);
     if (!Number.isFinite(r.loss)) throw new DikeError(outDir, `step ${t}`, `the loss is ${r.loss}; lower the learning rate (the last checkpoint is kept)`);
@@ -293,7 +293,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
 }
 
 /** Teacher logits at the loss rows (and hidden states for the MSE term), by ordinary inference. */
-async function addTeacherOutputs(teacher: ModelRunner, batch: StepBatch, terms: DistillTerms): Promise<void> {
+async function addTeacherOutputs(teacher: ModelRunner, batch: StepBatch, terms: DistillTerms, rowsUsed: number): Promise<void> {
   const { batch: B, seq: S } = batch;
   const L = teacher.numLayers;
   const wantHidden = terms.hiddenPairs !== undefined && (terms.hiddenWeight ?? 0) !== 0 ? terms.hiddenPairs.map(([, t]) => t) : [];
@@ -301,7 +301,8 @@ async function addTeacherOutputs(teacher: ModelRunner, batch: StepBatch, terms: 
   const states = await teacher.hidden({ batch: B, seq: S, lengths: new Array<number>(B).fill(S), inputIds: batch.inputIds, attentionMask: batch.attentionMask }, layers);
   const H = teacher.hiddenSize;
   const last = states[0]!;
-  const R = batch.rows.length;
+  // Only the rows the step graph will read (the rest are zero-weight padding).
+  const R = rowsUsed;
   const rowStates = new Float32Array(R * H);
   for (let r = 0; r < R; r++) rowStates.set(last.subarray(Number(batch.rows[r]) * H, Number(batch.rows[r]) * H + H), r * H);
   batch.teacherLogits = await teacher.logits(rowStates, R);

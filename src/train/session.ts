@@ -37,6 +37,8 @@ export class TrainSession {
   /** Number of updates applied (t of the next update is step + 1). */
   step = 0;
 
+  /** Second buffers the next update writes into (by output name). */
+  private readonly spare = new Map<string, Float32Array>();
   /** Step graphs by number of loss rows (see `rowsFor`). */
   private readonly sessions = new Map<number, Promise<ort.InferenceSession>>();
 
@@ -105,6 +107,7 @@ export class TrainSession {
     if (d !== undefined) {
       if (x.teacherLogits === undefined) throw new Error('distillation step without teacher logits');
       const V = this.model.shape.outputSize;
+      if (x.teacherLogits.length < R * V) throw new Error(`teacher logits for ${x.teacherLogits.length / V} rows; the step uses ${R}`);
       f['teacher_logits'] = new ort.Tensor('float32', x.teacherLogits.subarray(0, R * V), [R, V]);
       if (d.hiddenPairs !== undefined && d.hiddenPairs.length > 0 && (d.hiddenWeight ?? 0) !== 0) {
         f['hidden_scale'] = new ort.Tensor('float32', new Float32Array([x.hiddenScale ?? 0]), []);
@@ -140,11 +143,26 @@ export class TrainSession {
       f[`m.${k}`] = new ort.Tensor('float32', this.m.get(k)!, this.shape(k));
       f[`v.${k}`] = new ort.Tensor('float32', this.v.get(k)!, this.shape(k));
     }
-    const out = await (await this.sessionFor(R)).run(f);
+    // ONNX Runtime writes the updated tensors straight into a second set of buffers, which then swaps
+    // with the first: no per-step allocation or copy of parameters and moments (3 × model size).
+    const fetches: Record<string, ort.Tensor | null> = { loss: null, grad_norm: null };
     for (const k of this.trained) {
-      this.params.set(k, out[`next.${k}`]!.data as Float32Array);
-      this.m.set(k, out[`next.m.${k}`]!.data as Float32Array);
-      this.v.set(k, out[`next.v.${k}`]!.data as Float32Array);
+      for (const [state, prefix] of [[this.params, 'next.'], [this.m, 'next.m.'], [this.v, 'next.v.']] as const) {
+        let spare = this.spare.get(prefix + k);
+        if (spare === undefined) {
+          spare = new Float32Array(state.get(k)!.length);
+          this.spare.set(prefix + k, spare);
+        }
+        fetches[prefix + k] = new ort.Tensor('float32', spare, this.shape(k));
+      }
+    }
+    const out = await (await this.sessionFor(R)).run(f, fetches);
+    for (const k of this.trained) {
+      for (const [state, prefix] of [[this.params, 'next.'], [this.m, 'next.m.'], [this.v, 'next.v.']] as const) {
+        const written = this.spare.get(prefix + k)!;
+        this.spare.set(prefix + k, state.get(k)!);
+        state.set(k, written);
+      }
     }
     this.step = t;
     return { loss: scalar(out['loss']!), gradNorm: scalar(out['grad_norm']!) };
