@@ -275,7 +275,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     result.heldOut = { kind: p.kind, value: p.value, tokens: p.tokens, lines: p.lines };
     say(`held-out ${p.kind} on ${p.lines} lines of ${path.basename(settings.valid.file)}: ${p.value.toFixed(3)} (${p.tokens} tokens)`);
   }
-  writeJsonAtomic(path.join(outDir, 'training.json'), {
+  const record: TrainingRecord = {
     tool: 'dike',
     version: dikeVersion(),
     architecture: model.hfClass,
@@ -287,7 +287,9 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     resumed_from_step: resumedFrom,
     losses_every_step: losses.map((l) => Number(l.toFixed(5))),
     held_out: result.heldOut ?? null,
-  });
+  };
+  writeJsonAtomic(path.join(outDir, 'training.json'), record);
+  writeFileSync(path.join(outDir, 'TRAINING.md'), trainingCard(record));
   rmSync(ckptDir, { recursive: true, force: true });
   return result;
 }
@@ -310,4 +312,54 @@ async function addTeacherOutputs(teacher: ModelRunner, batch: StepBatch, terms: 
     batch.teacherHidden = new Map(wantHidden.map((l) => [l, states[layers.indexOf(l)]!]));
     batch.hiddenScale = (terms.hiddenWeight ?? 0) / (B * S * H);
   }
+}
+
+/** What training.json records about a run. */
+export interface TrainingRecord {
+  tool: string;
+  version: string;
+  architecture: string;
+  settings: Omit<TrainSettings, 'data' | 'valid' | 'threads'> & { data: { file: string; sha256: string }[]; valid?: { file: string; lines: number }; threads?: undefined };
+  teacher?: { dir: string; architecture: string };
+  steps: number;
+  tokens_seen: number;
+  wall_seconds_last_process: number;
+  resumed_from_step: number;
+  losses_every_step: number[];
+  held_out: TrainResult['heldOut'] | null;
+}
+
+/** A model card (TRAINING.md) from a training record: data, settings, curve and held-out result. */
+export function trainingCard(r: TrainingRecord): string {
+  const s = r.settings;
+  const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const every = Math.max(1, Math.round(r.steps / 40));
+  const curve = r.losses_every_step.filter((_, i) => (i + 1) % every === 0).map((l) => l.toFixed(3));
+  const rows: [string, string][] = [
+    ['architecture', r.architecture],
+    ['objective', s.objective + (s.objective === 'masked-lm' ? ` (${100 * s.mlmProbability}% of non-special positions; 80% [MASK], 10% random, 10% kept)` : '')],
+    ['data', s.data.map((d) => `${d.file} (SHA-256 ${d.sha256})`).join(', ')],
+    ['sequence length × batch', `${s.seq} × ${s.batch}`],
+    ['steps / tokens seen', `${r.steps} / ${r.tokens_seen}`],
+    ['learning rate', `peak ${s.schedule.peak}, linear warmup ${s.schedule.warmup} steps, then ${s.schedule.decay}${s.schedule.decay === 'constant' ? '' : ` to ${s.schedule.minRatio} × peak`}`],
+    ['optimizer', `AdamW β=(${s.adamw.beta1}, ${s.adamw.beta2}) ε=${s.adamw.eps} weight decay ${s.adamw.weightDecay} on ≥2-D tensors` + (s.adamw.maxGradNorm !== undefined ? `, gradient clipping at global norm ${s.adamw.maxGradNorm}` : '')],
+    ['seed', String(s.seed)],
+    ['stored dtype', s.dtype],
+    ['wall time', `${Math.round(r.wall_seconds_last_process)} s${r.resumed_from_step > 0 ? ` (after resuming from step ${r.resumed_from_step})` : ''}`],
+    ['final training loss (mean of the last 20 steps)', mean(r.losses_every_step.slice(-20)).toFixed(4)],
+  ];
+  if (r.teacher) rows.push(['teacher', `${r.teacher.architecture} (${r.teacher.dir})`]);
+  const lines = [
+    `# Training record (${r.tool} ${r.version})`,
+    '',
+    '| setting | value |',
+    '|---|---|',
+    ...rows.map(([k, v]) => `| ${k} | ${v.replace(/\|/g, '\\|')} |`),
+    '',
+  ];
+  if (r.held_out) {
+    lines.push('## Held-out evaluation', '', `${r.held_out.kind} on the first ${r.held_out.lines} lines of ${s.valid?.file ?? 'the held-out file'}: **${r.held_out.value.toFixed(3)}**` + (r.held_out.tokens > 0 ? ` over ${r.held_out.tokens} scored tokens` : '') + '.', '');
+  }
+  lines.push(`Training loss every ${every} steps: ${curve.join(', ')}`, '', 'Every step\'s loss is in training.json.', '');
+  return lines.join('\n');
 }
