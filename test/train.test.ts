@@ -389,3 +389,23 @@ describe('bad input gets one line, a non-zero exit and no stack trace', () => {
     assertOneLineError(r, file, 'unsupported architecture T5ForConditionalGeneration');
   });
 });
+
+describe('freezing by module', () => {
+  it('embeddings, attention, ffn, head, norms and layer.N select the parameters of that part in every family', async () => {
+    const { frozenSelector } = await import('../src/train/loop.js');
+    const { loadModelCached } = await import('./fixtures.js');
+    const frozen = (model: string, item: string): string[] => {
+      const m = loadModelCached(model);
+      const trainable = frozenSelector(m, [item]);
+      return [...m.params.keys()].filter((k) => !trainable(k)).sort();
+    };
+    assert.deepEqual(frozen('tiny-bert-mlm', 'embeddings'), ['bert.embeddings.position_embeddings.weight', 'bert.embeddings.token_type_embeddings.weight', 'bert.embeddings.word_embeddings.weight']);
+    assert.equal(frozen('tiny-bert-mlm', 'attention').length, 2 * 4 * 2);
+    assert.ok(frozen('tiny-bert-mlm', 'ffn').every((k) => /intermediate\.dense|output\.dense/.test(k) && !/attention/.test(k)));
+    assert.ok(frozen('tiny-bert-mlm', 'head').every((k) => k.startsWith('cls.')));
+    assert.ok(frozen('tiny-gpt2', 'norms').every((k) => /\.ln_(1|2|f)\./.test(k)));
+    assert.deepEqual(frozen('tiny-llama', 'head'), ['lm_head.weight']);
+    assert.ok(frozen('tiny-llama', 'layer.1').every((k) => k.startsWith('model.layers.1.')));
+    assert.deepEqual(frozen('tiny-gpt2', 'transformer.wpe'), ['transformer.wpe.weight']);
+  });
+});

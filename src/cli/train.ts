@@ -46,7 +46,7 @@ const TRAIN_FLAGS = {
 const COMMON_USAGE =
   '--data <text-file>[,<text-file>…] --out <dir> [--recipe recipe.json] [--objective masked-lm|causal-lm|sequence-classification] [--seq 128] [--batch 32] [--steps 500] ' +
   '[--lr 5e-4] [--warmup 50] [--decay cosine|linear|constant] [--min-lr-ratio 0.1] [--beta1 0.9] [--beta2 0.98] [--eps 1e-6] [--weight-decay 0.01] ' +
-  '[--clip 1.0] [--seed 0] [--mlm-probability 0.15] [--checkpoint-every 50] [--freeze prefix,…] [--keep-sparsity] [--valid text-file] ' +
+  '[--clip 1.0] [--seed 0] [--mlm-probability 0.15] [--checkpoint-every 50] [--freeze embeddings|attention|ffn|head|norms|layer.N|name-prefix,…] [--keep-sparsity] [--valid text-file] ' +
   '[--valid-lines 200] [--dtype f32|f16] [--threads N] [--log-every 10] [--quiet]';
 
 const trainUsage = `dike train (--model <dir> | --config <config.json> --tokenizer <dir>) ${COMMON_USAGE}`;

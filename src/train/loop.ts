@@ -49,7 +49,10 @@ export interface TrainSettings {
   mlmProbability: number;
   /** Steps between checkpoints (0: only at the end). */
   checkpointEvery: number;
-  /** Parameter-name prefixes that stay frozen. */
+  /**
+   * What stays frozen: module names (embeddings, attention, ffn, head, norms), layer.N for a whole
+   * block, or parameter-name prefixes.
+   */
   freeze: string[];
   /** Keep the zeros of pruned matrices: entries that are exactly 0 stay 0. */
   keepSparsity: boolean;
@@ -176,7 +179,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     model,
     {
       batch: B, seq: S, rows, optimizer: settings.adamw, masks,
-      trainable: (name) => !settings.freeze.some((p) => name.startsWith(p)),
+      trainable: frozenSelector(model, settings.freeze),
       ...(settings.distill ? { distill: settings.distill } : {}),
     },
     settings.threads,
@@ -362,4 +365,29 @@ export function trainingCard(r: TrainingRecord): string {
   }
   lines.push(`Training loss every ${every} steps: ${curve.join(', ')}`, '', 'Every step\'s loss is in training.json.', '');
   return lines.join('\n');
+}
+
+const LAYER_INDEX = /\.(?:layer|h|layers)\.(\d+)\./;
+
+/** The trainable-parameter predicate for `freeze` items (see TrainSettings.freeze). */
+export function frozenSelector(model: TrainableModel, freeze: readonly string[]): (name: string) => boolean {
+  const linears = model.family.linears(model.config, model.task);
+  const inModule = (module: string): Set<string> =>
+    new Set(linears.filter((l) => l.module === module).flatMap((l) => (l.bias !== undefined ? [l.weight, l.bias] : [l.weight])));
+  const matchers = freeze.map((item): ((name: string) => boolean) => {
+    if (item === 'head') {
+      const names = inModule(item);
+      return (n) => names.has(n) || /^(cls|lm_head|classifier)\.|\.pooler\./.test(n);
+    }
+    if (item === 'attention' || item === 'ffn') {
+      const names = inModule(item);
+      return (n) => names.has(n);
+    }
+    if (item === 'embeddings') return (n) => /embed|\.wte\.|\.wpe\./.test(n) && !/LayerNorm|layer_norm/.test(n);
+    if (item === 'norms') return (n) => /LayerNorm|layernorm|layer_norm|\.ln_|\.norm\./i.test(n);
+    const layer = /^layer\.(\d+)$/.exec(item);
+    if (layer) return (n) => LAYER_INDEX.exec(n)?.[1] === layer[1];
+    return (n) => n.startsWith(item);
+  });
+  return (name) => !matchers.some((f) => f(name));
 }
