@@ -21,7 +21,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
@@ -29,16 +28,12 @@ import { inputStats, sampleCalibration } from '../src/compress/calibrate.js';
 import { Gemm } from '../src/compress/gemm.js';
 import { gptqMatrix, prepareHessian } from '../src/compress/methods/gptq.js';
 import type { InputStats, QuantState } from '../src/compress/types.js';
-import { cpuInfo, openblasCoreType, packageVersion, torchEnv, writeMarkedSection } from './machine.js';
+import { cpuInfo, openblasCoreType, packageVersion, torchEnv, writeMarkedSection, ROOT, RESULTS, SMALL_BERT, CORPUS } from './machine.js';
 import { ensureRandomBert } from './random-bert.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const SHARED = path.join(ROOT, '..', 'shared');
 const OUT = path.join(ROOT, 'bench', 'out', 'gptq');
-const RESULTS = path.join(ROOT, 'bench', 'RESULTS.md');
 const BASE = path.join(ROOT, 'bench', 'out', 'bert-base-random');
-const SMALL = path.join(SHARED, 'models', 'small-bert-mlm');
-const CORPUS = path.join(SHARED, 'data', 'lm_corpus', 'train.txt');
+const SMALL = SMALL_BERT;
 const BEGIN = '<!-- gptq-bench:begin (written by bench/gptq.ts) -->';
 const END = '<!-- gptq-bench:end -->';
 

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
 
 export function cpuInfo(): { cpu: string; avx512: boolean; flags: Set<string> } {
   const text = fs.readFileSync('/proc/cpuinfo', 'utf8');
@@ -111,3 +112,10 @@ export function writeMarkedSection(file: string, begin: string, end: string, sec
   else text = old === '' ? section + '\n' : old.replace(/\n*$/, '\n\n') + section + '\n';
   fs.writeFileSync(file, text);
 }
+
+/** Where benchmarks find things: the repository root (this file is dist/bench/machine.js), shared/, results. */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const SHARED = path.join(ROOT, '..', 'shared');
+export const RESULTS = path.join(ROOT, 'bench', 'RESULTS.md');
+export const SMALL_BERT = path.join(SHARED, 'models', 'small-bert-mlm');
+export const CORPUS = path.join(SHARED, 'data', 'lm_corpus', 'train.txt');

@@ -233,7 +233,13 @@ def start_server():
     with open(args.workload) as f:
         w = json.load(f)
     model = Bert(w["dir"])
-    reply({
+    reply(ready_info())
+    return w, model
+
+
+def ready_info(**extra):
+    """The first reply of a benchmark server: versions, threads and BLAS build, for RESULTS.md."""
+    return {
         "ready": True,
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -242,8 +248,8 @@ def start_server():
         "openblas": openblas_info(),
         "torchConfig": torch_config_summary(),
         "env": {k: os.environ.get(k) for k in ENV_KEYS},
-    })
-    return w, model
+        **extra,
+    }
 
 
 def main():

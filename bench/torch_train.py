@@ -23,15 +23,13 @@ makeBatch made them. Server protocol as torch_bert.py: JSON lines in on stdin
 """
 import argparse
 import json
-import os
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_bert import ENV_KEYS, Bert, openblas_info, reply, torch_config_summary
+from torch_bert import Bert, ready_info, reply
 
 
 class Trainer:
@@ -99,17 +97,7 @@ def main():
     B, S = w["batch"], w["seq"]
     batches = [tensors(s, B, S) for s in w["steps"]]
     trainers = {v: Trainer(w["modelDir"], w["trained"], w["optimizer"]) for v in ("rows", "all")}
-    reply({
-        "ready": True,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-        "threads": torch.get_num_threads(),
-        "openblas": openblas_info(),
-        "torchConfig": torch_config_summary(),
-        "env": {k: os.environ.get(k) for k in ENV_KEYS},
-        "params": sum(p.numel() for p in trainers["rows"].params.values()),
-    })
+    reply(ready_info(params=sum(p.numel() for p in trainers["rows"].params.values())))
     for line in sys.stdin:
         req = json.loads(line)
         seconds, cpu, loss, norm = trainers[req["variant"]].step(req["variant"], batches[req["step"]])

@@ -29,7 +29,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { makeBatch, maskedRowCapacity, packSequences, readParagraphs, type BatchSpec } from '../src/train/corpus.js';
 import { initFromConfig } from '../src/train/init.js';
@@ -38,15 +37,11 @@ import { TrainSession, type StepBatch } from '../src/train/session.js';
 import type { AdamWSettings } from '../src/train/step.js';
 import { median } from './dike.js';
 import { TorchServer, type TorchInfo } from './torch-server.js';
-import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion, sleep, torchEnv, writeMarkedSection } from './machine.js';
+import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion, sleep, torchEnv, writeMarkedSection, ROOT, RESULTS, SMALL_BERT, CORPUS } from './machine.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const SHARED = path.join(ROOT, '..', 'shared');
 const OUT = path.join(ROOT, 'bench', 'out', 'train');
-const RESULTS = path.join(ROOT, 'bench', 'RESULTS.md');
 const QUICK_RESULTS = path.join(ROOT, 'bench', 'out', 'RESULTS-train-quick.md');
-const SMALL = path.join(SHARED, 'models', 'small-bert-mlm');
-const CORPUS = path.join(SHARED, 'data', 'lm_corpus', 'train.txt');
+const SMALL = SMALL_BERT;
 const BEGIN = '<!-- train-step:begin (written by bench/train.ts) -->';
 const END = '<!-- train-step:end -->';
 
