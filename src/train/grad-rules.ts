@@ -240,18 +240,33 @@ export const GRAD_RULES: Readonly<Record<string, GradRule>> = {
     const shape = shapeOf(c, x);
     return [c.b.mul(expandReduced(c, g!, shape, reduceAxes(n, c.facts, shape.length)), c.b.mul(x, c.b.scalar(2)))];
   },
-  // LayerNorm over the last axis, recomputing x̂ (llm.c layernorm_backward):
+  // LayerNorm over the last axis from the forward pass's saved mean and 1/σ (llm.c layernorm_backward):
   //   dx = inv·(ĝ − mean(ĝ) − x̂·mean(ĝ⊙x̂)),  ĝ = g⊙γ;  dγ = Σ g⊙x̂;  dβ = Σ g
   LayerNormalization: (c, n, [g]) => {
     const [x, scale, bias] = n.inputs as [string, string, string | undefined];
-    const eps = (n.attrs['epsilon'] as { float: number } | undefined)?.float ?? 1e-5;
     const axis = intAttr(n, 'axis', -1);
     const shape = shapeOf(c, x);
     if (axis !== -1 && axis !== shape.length - 1) throw new Error('LayerNormalization is differentiated over the last axis only');
     const b = c.b;
-    const centred = b.sub(x, b.reduceMean(x, [-1]));
-    const inv = b.reciprocal(b.sqrt(b.add(b.reduceMean(b.mul(centred, centred), [-1]), b.scalar(eps))));
-    const xhat = b.mul(centred, inv);
+    let mean: string;
+    let inv: string;
+    if (n.outputs.length >= 3) {
+      [mean, inv] = [n.outputs[1]!, n.outputs[2]!];
+    } else {
+      // Ask the forward node for its saved statistics (LayerNormalization's optional outputs Mean and
+      // InvStdDev, shape [..., 1]) instead of recomputing them.
+      mean = `${n.outputs[0]}:mean`;
+      inv = `${n.outputs[0]}:inv_std`;
+      n.outputs.push(mean, inv);
+      const keep = [...shape.slice(0, -1), 1];
+      c.facts.set(mean, { type: c.facts.get(x)!.type, shape: keep });
+      c.facts.set(inv, { type: c.facts.get(x)!.type, shape: keep });
+    }
+    // The statistics are float32 (stash_type 1, the only kind ONNX Runtime implements); CastLike is a
+    // no-op for float32 models and keeps a float64 graph (the finite-difference tests) well typed.
+    mean = b.node('CastLike', [mean, x])[0]!;
+    inv = b.node('CastLike', [inv, x])[0]!;
+    const xhat = b.mul(b.sub(x, mean), inv);
     const gh = b.mul(g!, scale);
     const gx = b.mul(inv, b.sub(b.sub(gh, b.reduceMean(gh, [-1])), b.mul(xhat, b.reduceMean(b.mul(gh, xhat), [-1]))));
     const scaleShape = shapeOf(c, scale);
