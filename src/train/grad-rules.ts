@@ -180,9 +180,27 @@ export const GRAD_RULES: Readonly<Record<string, GradRule>> = {
     if (!isFloat(c, data)) return [undefined, undefined];
     if (intAttr(n, 'axis', 0) !== 0) throw new Error('Gather is differentiated on axis 0 only');
     const zeros = zerosLike(c, shapeOf(c, data));
-    const rank = shapeOf(c, idx).length;
-    const indices = c.b.unsqueeze(idx, [rank]);
-    return [c.b.node('ScatterND', [zeros, indices, g!], { reduction: 'add' })[0]!, undefined];
+    const idxFacts = c.facts.get(idx)!;
+    const graphInput = c.b.graph.inputs.some((v) => v.name === idx);
+    if (!graphInput) {
+      // Constant or computed indices (positions 0..S−1): distinct, so a scatter is race-free.
+      return [c.b.node('ScatterND', [zeros, c.b.unsqueeze(idx, [idxFacts.shape.length]), g!], { reduction: 'add' })[0]!, undefined];
+    }
+    // Indices fed at run time (token ids) repeat. ONNX Runtime's multi-threaded ScatterND with
+    // reduction "add" loses updates when an index repeats (measured: the word-embedding gradient of a
+    // 32×64 batch changed by 1e-2 between identical runs). So repeated ids are summed first, by a
+    // one-hot matrix product over the batch (slots = distinct ids, given by the host as
+    // `<idx>:unique` and `<idx>:inverse`, see uniqueIndexFeeds), and then scattered to distinct rows.
+    const N = idxFacts.shape.reduce((p, q) => p * q, 1);
+    const [V, ...row] = shapeOf(c, data);
+    const slots = Math.min(N, V!);
+    const width = row.reduce((p, q) => p * q, 1);
+    const unique = c.b.input(`${idx}:unique`, 'int64', [slots]);
+    const inverse = c.b.input(`${idx}:inverse`, 'int64', [N]);
+    const onehot = c.b.node('OneHot', [inverse, c.b.constant('int64', [], [slots]), c.b.constant('float32', [2], [0, 1])], { axis: -1 })[0]!; // [N, slots]
+    const perSlot = c.b.node('Gemm', [onehot, c.b.reshape(g!, c.b.ints([N, width])), ], { transA: 1 })[0]!; // [slots, width]
+    const updates = c.b.reshape(perSlot, c.b.ints([slots, ...row]));
+    return [c.b.node('ScatterND', [zeros, c.b.unsqueeze(unique, [1]), updates], { reduction: 'add' })[0]!, undefined];
   },
   GatherElements: (c, n, [g]) => {
     const [data, idx] = n.inputs as [string, string];
@@ -288,4 +306,33 @@ function expandReduced(c: GradContext, g: string, shape: number[], axes: number[
   const kept = shape.map((d, i) => (axes.includes(i) ? 1 : d));
   const r = numel(kept) === 1 && kept.length === 0 ? g : c.b.reshape(g, c.b.ints(kept));
   return c.b.expand(r, c.b.ints(shape));
+}
+
+/**
+ * Host side of the Gather rule for indices fed at run time: `unique` lists the distinct ids in order of
+ * first appearance, padded to `slots` entries with ids absent from the batch (so the scatter never sees
+ * a repeated row; the first unused ids, which exist because slots ≤ table rows), and `inverse[i]` is the slot of ids[i].
+ */
+export function uniqueIndexFeeds(ids: BigInt64Array, slots: number): { unique: BigInt64Array; inverse: BigInt64Array } {
+  const slotOf = new Map<bigint, number>();
+  const inverse = new BigInt64Array(ids.length);
+  const unique = new BigInt64Array(slots);
+  ids.forEach((id, i) => {
+    let s = slotOf.get(id);
+    if (s === undefined) {
+      s = slotOf.size;
+      if (s >= slots) throw new Error(`more than ${slots} distinct indices`);
+      slotOf.set(id, s);
+      unique[s] = id;
+    }
+    inverse[i] = BigInt(s);
+  });
+  let next = 0n;
+  for (let s = slotOf.size; s < slots; s++) {
+    // slots ≤ rows of the table, so unused ids below it always remain.
+    while (slotOf.has(next)) next++;
+    unique[s] = next;
+    slotOf.set(next, s);
+  }
+  return { unique, inverse };
 }

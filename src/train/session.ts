@@ -5,6 +5,8 @@
 import ort from 'onnxruntime-node';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import { ortSessionOptions } from '../runtime/session.js';
+import type { Graph } from '../model/graph/ir.js';
+import { uniqueIndexFeeds } from './grad-rules.js';
 import { adamScalars, buildTrainStep, type AdamWSettings, type ModelForTraining, type TrainStepSpec } from './step.js';
 
 /** One batch in the step graph's terms (see step.ts). */
@@ -39,6 +41,8 @@ export class TrainSession {
 
   /** Second buffers the next update writes into (by output name). */
   private readonly spare = new Map<string, Float32Array>();
+  /** Per step graph: index inputs whose distinct values it also takes (name → number of slots). */
+  private readonly uniqueInputs = new Map<number, [string, { slots: number }][]>();
   /** Step graphs by number of loss rows (see `rowsFor`). */
   private readonly sessions = new Map<number, Promise<ort.InferenceSession>>();
 
@@ -63,7 +67,9 @@ export class TrainSession {
   static async create(model: ModelForTraining, spec: TrainStepSpec, threads?: number): Promise<TrainSession> {
     const step = buildTrainStep(model, spec);
     const session = await ort.InferenceSession.create(graphToOnnx(step.graph), ortSessionOptions(threads));
-    return new TrainSession(model, spec, step.trained, session, threads);
+    const t = new TrainSession(model, spec, step.trained, session, threads);
+    t.uniqueInputs.set(spec.rows, uniqueInputsOf(step.graph));
+    return t;
   }
 
   /**
@@ -81,7 +87,9 @@ export class TrainSession {
   private sessionFor(rows: number): Promise<ort.InferenceSession> {
     let s = this.sessions.get(rows);
     if (s === undefined) {
-      s = ort.InferenceSession.create(graphToOnnx(buildTrainStep(this.model, { ...this.spec, rows }).graph), ortSessionOptions(this.threads));
+      const graph = buildTrainStep(this.model, { ...this.spec, rows }).graph;
+      this.uniqueInputs.set(rows, uniqueInputsOf(graph));
+      s = ort.InferenceSession.create(graphToOnnx(graph), ortSessionOptions(this.threads));
       this.sessions.set(rows, s);
     }
     return s;
@@ -119,6 +127,13 @@ export class TrainSession {
       }
     }
     for (const k of this.trained) f[k] = new ort.Tensor('float32', this.params.get(k)!, this.shape(k));
+    // Companions of indices the embedding-gradient rule needs (grad-rules.ts, Gather).
+    for (const [name, info] of this.uniqueInputs.get(R) ?? []) {
+      const ids = f[name]!.data as BigInt64Array;
+      const { unique, inverse } = uniqueIndexFeeds(ids, info.slots);
+      f[`${name}:unique`] = new ort.Tensor('int64', unique, [info.slots]);
+      f[`${name}:inverse`] = new ort.Tensor('int64', inverse, [ids.length]);
+    }
     return f;
   }
 
@@ -126,7 +141,8 @@ export class TrainSession {
   async gradients(x: StepBatch): Promise<StepResult & { grads: Map<string, Float32Array> }> {
     if (this.spec.optimizer !== 'grads') throw new Error('gradients() needs a step graph built with optimizer "grads"');
     const R = this.rowsFor(x);
-    const out = await (await this.sessionFor(R)).run(this.feeds(x, R));
+    const session = await this.sessionFor(R);
+    const out = await session.run(this.feeds(x, R));
     const grads = new Map(this.trained.map((k) => [k, out[`grad.${k}`]!.data as Float32Array]));
     return { loss: scalar(out['loss']!), gradNorm: scalar(out['grad_norm']!), grads };
   }
@@ -137,6 +153,7 @@ export class TrainSession {
     if (opt === 'grads') throw new Error('update() needs a step graph built with an optimizer');
     const t = this.step + 1;
     const R = this.rowsFor(x);
+    const session = await this.sessionFor(R);
     const f = this.feeds(x, R);
     for (const [name, value] of Object.entries(adamScalars(opt as AdamWSettings, lr, t))) f[name] = new ort.Tensor('float32', new Float32Array([value]), []);
     for (const k of this.trained) {
@@ -156,7 +173,7 @@ export class TrainSession {
         fetches[prefix + k] = new ort.Tensor('float32', spare, this.shape(k));
       }
     }
-    const out = await (await this.sessionFor(R)).run(f, fetches);
+    const out = await session.run(f, fetches);
     for (const k of this.trained) {
       for (const [state, prefix] of [[this.params, 'next.'], [this.m, 'next.m.'], [this.v, 'next.v.']] as const) {
         const written = this.spare.get(prefix + k)!;
@@ -172,6 +189,10 @@ export class TrainSession {
     for (const s of this.sessions.values()) await (await s).release();
     this.sessions.clear();
   }
+}
+
+function uniqueInputsOf(g: Graph): [string, { slots: number }][] {
+  return g.inputs.filter((v) => v.name.endsWith(':unique')).map((v) => [v.name.slice(0, -':unique'.length), { slots: Number(v.shape[0]) }]);
 }
 
 function scalar(t: ort.Tensor): number {
