@@ -5,7 +5,9 @@
  *   inputs   trained parameters (by Hugging Face name), optimizer state m.<name>, v.<name>,
  *            scalars lr_decay = 1 − lr·weight_decay, step_size = lr / (1 − β₁ᵗ), bc2_sqrt = √(1 − β₂ᵗ),
  *            the batch: input_ids, attention_mask [B, S]; rows, targets [R] (int64), weights [R] (float32)
- *            and, when distilling, teacher_logits [R, V] and teacher_hidden.<l> [B, S, H].
+ *            and, when distilling, teacher_logits [R, V] and teacher_hidden.<l> [B, S, H];
+ *            for each index input an embedding is gathered by (input_ids, rows), its distinct values
+ *            <name>:unique and <name>:inverse (see the Gather rule; TrainSession fills them in).
  *   outputs  loss, grad_norm (before clipping), next.<name>, next.m.<name>, next.v.<name>
  *            (or grad.<name> only, for gradient checks).
  *
@@ -60,8 +62,8 @@ export interface TrainStepSpec {
   masks?: ReadonlyMap<string, Float32Array>;
   /** 'grads': output gradients only (no optimizer). */
   optimizer: AdamWSettings | 'grads';
+  /** Distillation terms (teacher logits and hidden states become inputs). */
   distill?: DistillTerms;
-  /** Teacher hidden size, when distilling hidden states of a different width (must equal the student's for MSE). */
 }
 
 export interface TrainStepGraph {
@@ -187,7 +189,6 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
     }
   });
   foldConstants(g, facts);
-  // Graph inputs nothing reads any more (e.g. attention_mask of a graph whose masks folded away) stay declared.
   return { graph: g, trained, frozen, decayed };
 }
 
