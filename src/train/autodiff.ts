@@ -5,7 +5,7 @@
  * summed (tied embeddings: the input lookup and the output projection).
  */
 import { GraphBuilder, type WeightSource } from '../model/graph/build.js';
-import type { Graph } from '../model/graph/ir.js';
+import type { Graph, Node } from '../model/graph/ir.js';
 import { GRAD_RULES, zerosLike, type GradContext } from './grad-rules.js';
 import type { ShapeMap } from './shapes.js';
 
@@ -30,11 +30,27 @@ export function differentiate(g: Graph, facts: ShapeMap, loss: string, wrt: read
     else list.push(grad);
   };
   const ctx: GradContext = { b, facts };
+  const producer = new Map<string, Node>();
   const total = (name: string): string | undefined => {
     const list = pending.get(name);
     if (list === undefined) return undefined;
     if (list.length > 1) {
-      const s = b.node('Sum', list)[0]!;
+      // A scatter-add into zeros (an embedding lookup's gradient) can scatter into the sum of the other
+      // contributions instead (tied embeddings: the output projection's dense gradient), which saves
+      // a zero fill and a full pass over the vocabulary matrix.
+      for (const n of g.nodes.slice(forward.length)) for (const o of n.outputs) producer.set(o, n);
+      const k = list.findIndex((v) => {
+        const n = producer.get(v);
+        return n?.op === 'ScatterND' && n.attrs['reduction'] === 'add' && producer.get(n.inputs[0]!)?.op === 'ConstantOfShape';
+      });
+      let s: string;
+      if (k >= 0) {
+        const rest = list.filter((_, i) => i !== k);
+        producer.get(list[k]!)!.inputs[0] = rest.length === 1 ? rest[0]! : b.node('Sum', rest)[0]!;
+        s = list[k]!;
+      } else {
+        s = b.node('Sum', list)[0]!;
+      }
       pending.set(name, [s]);
       return s;
     }

@@ -188,19 +188,24 @@ export const GRAD_RULES: Readonly<Record<string, GradRule>> = {
     }
     // Indices fed at run time (token ids) repeat. ONNX Runtime's multi-threaded ScatterND with
     // reduction "add" loses updates when an index repeats (measured: the word-embedding gradient of a
-    // 32×64 batch changed by 1e-2 between identical runs). So repeated ids are summed first, by a
-    // one-hot matrix product over the batch (slots = distinct ids, given by the host as
-    // `<idx>:unique` and `<idx>:inverse`, see uniqueIndexFeeds), and then scattered to distinct rows.
+    // 32×64 batch changed by 1e-2 between identical runs). So the rows of each distinct id are summed
+    // first, as segment sums of the rows sorted by id: a float64 cumulative sum P (with a zero row on
+    // top) gives segment s as P[hi_s] − P[lo_s]. The host gives the order, the bounds and the ids
+    // (`<idx>:order`, `:lo`, `:hi`, `:unique`; see segmentFeeds), and the sums go to distinct rows.
     const N = idxFacts.shape.reduce((p, q) => p * q, 1);
     const [V, ...row] = shapeOf(c, data);
     const slots = Math.min(N, V!);
     const width = row.reduce((p, q) => p * q, 1);
-    const unique = c.b.input(`${idx}:unique`, 'int64', [slots]);
-    const inverse = c.b.input(`${idx}:inverse`, 'int64', [N]);
-    const onehot = c.b.node('OneHot', [inverse, c.b.constant('int64', [], [slots]), c.b.constant('float32', [2], [0, 1])], { axis: -1 })[0]!; // [N, slots]
-    const perSlot = c.b.node('Gemm', [onehot, c.b.reshape(g!, c.b.ints([N, width])), ], { transA: 1 })[0]!; // [slots, width]
-    const updates = c.b.reshape(perSlot, c.b.ints([slots, ...row]));
-    return [c.b.node('ScatterND', [zeros, c.b.unsqueeze(unique, [1]), updates], { reduction: 'add' })[0]!, undefined];
+    const b = c.b;
+    const order = b.input(`${idx}:order`, 'int64', [N]);
+    const lo = b.input(`${idx}:lo`, 'int64', [slots]);
+    const hi = b.input(`${idx}:hi`, 'int64', [slots]);
+    const unique = b.input(`${idx}:unique`, 'int64', [slots]);
+    const sorted = b.cast(b.gather(b.reshape(g!, b.ints([N, width])), order), 'float64');
+    const prefix = b.node('Pad', [b.node('CumSum', [sorted, b.constant('int64', [], [0])])[0]!, b.ints([1, 0, 0, 0])])[0]!; // [N+1, width]
+    const perSlot = b.cast(b.sub(b.gather(prefix, hi), b.gather(prefix, lo)), 'float32');
+    const updates = b.reshape(perSlot, b.ints([slots, ...row]));
+    return [b.node('ScatterND', [zeros, b.unsqueeze(unique, [1]), updates], { reduction: 'add' })[0]!, undefined];
   },
   GatherElements: (c, n, [g]) => {
     const [data, idx] = n.inputs as [string, string];
@@ -309,30 +314,35 @@ function expandReduced(c: GradContext, g: string, shape: number[], axes: number[
 }
 
 /**
- * Host side of the Gather rule for indices fed at run time: `unique` lists the distinct ids in order of
- * first appearance, padded to `slots` entries with ids absent from the batch (so the scatter never sees
- * a repeated row; the first unused ids, which exist because slots ≤ table rows), and `inverse[i]` is the slot of ids[i].
+ * Host side of the Gather rule for indices fed at run time. Positions are ordered by id (stable), each
+ * distinct id is one slot with rows lo..hi−1 of that order; `unique` holds the slots' ids, padded to
+ * `slots` entries with ids absent from the batch and empty ranges (lo = hi = 0), so the scatter never sees
+ * a repeated row (unused ids exist because slots ≤ table rows).
  */
-export function uniqueIndexFeeds(ids: BigInt64Array, slots: number): { unique: BigInt64Array; inverse: BigInt64Array } {
-  const slotOf = new Map<bigint, number>();
-  const inverse = new BigInt64Array(ids.length);
+export function segmentFeeds(ids: BigInt64Array, slots: number): { order: BigInt64Array; lo: BigInt64Array; hi: BigInt64Array; unique: BigInt64Array } {
+  const positions = Array.from(ids.keys()).sort((p, q) => (ids[p]! < ids[q]! ? -1 : ids[p]! > ids[q]! ? 1 : p - q));
+  const order = BigInt64Array.from(positions, BigInt);
+  const lo = new BigInt64Array(slots);
+  const hi = new BigInt64Array(slots);
   const unique = new BigInt64Array(slots);
-  ids.forEach((id, i) => {
-    let s = slotOf.get(id);
-    if (s === undefined) {
-      s = slotOf.size;
+  const present = new Set<bigint>();
+  let s = -1;
+  positions.forEach((pos, k) => {
+    const id = ids[pos]!;
+    if (s < 0 || unique[s] !== id) {
+      s++;
       if (s >= slots) throw new Error(`more than ${slots} distinct indices`);
-      slotOf.set(id, s);
       unique[s] = id;
+      lo[s] = BigInt(k);
+      present.add(id);
     }
-    inverse[i] = BigInt(s);
+    hi[s] = BigInt(k + 1);
   });
   let next = 0n;
-  for (let s = slotOf.size; s < slots; s++) {
-    // slots ≤ rows of the table, so unused ids below it always remain.
-    while (slotOf.has(next)) next++;
-    unique[s] = next;
-    slotOf.set(next, s);
+  for (let t = s + 1; t < slots; t++) {
+    while (present.has(next)) next++;
+    unique[t] = next;
+    present.add(next);
   }
-  return { unique, inverse };
+  return { order, lo, hi, unique };
 }

@@ -6,7 +6,7 @@ import ort from 'onnxruntime-node';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import { ortSessionOptions } from '../runtime/session.js';
 import type { Graph } from '../model/graph/ir.js';
-import { uniqueIndexFeeds } from './grad-rules.js';
+import { segmentFeeds } from './grad-rules.js';
 import { adamScalars, buildTrainStep, type AdamWSettings, type ModelForTraining, type TrainStepSpec } from './step.js';
 
 /** One batch in the step graph's terms (see step.ts). */
@@ -130,9 +130,9 @@ export class TrainSession {
     // Companions of indices the embedding-gradient rule needs (grad-rules.ts, Gather).
     for (const [name, info] of this.uniqueInputs.get(R) ?? []) {
       const ids = f[name]!.data as BigInt64Array;
-      const { unique, inverse } = uniqueIndexFeeds(ids, info.slots);
-      f[`${name}:unique`] = new ort.Tensor('int64', unique, [info.slots]);
-      f[`${name}:inverse`] = new ort.Tensor('int64', inverse, [ids.length]);
+      const seg = segmentFeeds(ids, info.slots);
+      f[`${name}:order`] = new ort.Tensor('int64', seg.order, [ids.length]);
+      for (const k of ['lo', 'hi', 'unique'] as const) f[`${name}:${k}`] = new ort.Tensor('int64', seg[k], [info.slots]);
     }
     return f;
   }
