@@ -12,8 +12,8 @@
  * 15% of positions, 80/10/10). Sides:
  *
  *   Dikē        TrainSession.update(batch, lr): parameters and AdamW moments go into ORT as inputs
- *               and come back as outputs every step; the head runs at R = maskedRowCapacity rows
- *               (the labelled ones, then padding rows of weight 0, since the graph's shapes are fixed).
+ *               and come back as outputs every step; the head runs at the labelled rows rounded up to
+ *               a multiple of ROW_BUCKET (padding rows of weight 0, since each graph's shapes are fixed).
  *   torch-rows  the head only at the labelled rows (gathered first): the like-for-like comparison.
  *   torch-all   Hugging Face BertForMaskedLM's way: the head at every position, labels −100 elsewhere.
  *
@@ -33,7 +33,7 @@ import { parseArgs } from 'node:util';
 import { makeBatch, maskedRowCapacity, packSequences, readParagraphs, type BatchSpec } from '../src/train/corpus.js';
 import { initFromConfig } from '../src/train/init.js';
 import { writeModelDir } from '../src/train/loop.js';
-import { TrainSession, type StepBatch } from '../src/train/session.js';
+import { ROW_BUCKET, TrainSession, type StepBatch } from '../src/train/session.js';
 import type { AdamWSettings } from '../src/train/step.js';
 import { median } from './dike.js';
 import { TorchServer, type TorchInfo } from './torch-server.js';
@@ -243,7 +243,7 @@ function render(r: Report): string {
     `- Model: BertForMaskedLM, 4 layers, hidden 256, 4 heads, intermediate 1024, vocab 30,522 (the config of \`../shared/models/small-bert-mlm\`), initialised from scratch (seed ${SEED}); ${r.paramCount.toLocaleString('en-US')} parameters, all trained, float32. Batch ${BATCH} × seq ${SEQ} (${BATCH * SEQ} tokens) of lm_corpus/train.txt, packed and masked as \`dike train\` does (15%, 80/10/10): ${f(median(r.labelled), 0)} masked positions per batch (median; ${Math.min(...r.labelled)}–${Math.max(...r.labelled)}).`,
   );
   out.push(
-    `- A step: forward, masked-LM loss (mean cross-entropy over the masked positions), backward, clip_grad_norm_(1.0), AdamW (lr ${LR.toExponential()}, betas (${ADAMW.beta1}, ${ADAMW.beta2}), eps ${ADAMW.eps.toExponential()}, weight decay ${ADAMW.weightDecay} on ≥ 2-D parameters only). **Dikē**: one \`TrainSession.update\` call, including the copy of parameters and AdamW moments into ORT and back every step; its head runs at a fixed ${r.rows} rows (the masked ones, then padding rows of weight 0). **torch-rows**: the head only at the masked rows (like for like). **torch-all**: the head at all ${BATCH * SEQ} positions, as Hugging Face's BertForMaskedLM computes it. PyTorch's time: \`zero_grad\` through \`optimizer.step()\`, on batch tensors built beforehand (dropout off, as in Dikē).`,
+    `- A step: forward, masked-LM loss (mean cross-entropy over the masked positions), backward, clip_grad_norm_(1.0), AdamW (lr ${LR.toExponential()}, betas (${ADAMW.beta1}, ${ADAMW.beta2}), eps ${ADAMW.eps.toExponential()}, weight decay ${ADAMW.weightDecay} on ≥ 2-D parameters only). **Dikē**: one \`TrainSession.update\` call, parameters and AdamW moments go into ORT and come back (written into swapped buffers) every step; its head runs at the masked rows rounded up to a multiple of ${ROW_BUCKET} (padding rows of weight 0; one step graph per row count, built the first time it occurs, which is inside the timed step). **torch-rows**: the head only at the masked rows (like for like). **torch-all**: the head at all ${BATCH * SEQ} positions, as Hugging Face's BertForMaskedLM computes it. PyTorch's time: \`zero_grad\` through \`optimizer.step()\`, on batch tensors built beforehand (dropout off, as in Dikē).`,
   );
   out.push(
     `- Timing: each side trains its own copy from the same initial weights on the same batches; at every step the three sides run in turn, the order rotating, ${SETTLE_MS} ms pause after each. ${r.warmup} warm-up step(s), then the **median of ${r.timed} timed steps**. CPU ms = process CPU time of the step, all threads. Ratio = PyTorch ms ÷ Dikē ms (> 1: Dikē faster). Dikē's one-off graph build (autodiff) and ORT session creation: ${f(r.buildSeconds, 1)} s, not in the step time.`,
