@@ -27,7 +27,7 @@ import ort from 'onnxruntime-node';
 import { GraphBuilder, type WeightSource } from '../src/model/graph/build.js';
 import { numel, type Graph, type InitTensor } from '../src/model/graph/ir.js';
 import { graphToOnnx } from '../src/model/graph/to-onnx.js';
-import { activation, attention, attentionBias, bodyInputs, conv1d, FLOAT32_MIN, layerNorm, linear, rmsNorm } from '../src/model/arch/layers.js';
+import { activation, applyRotary, attention, attentionBias, bodyInputs, conv1d, FLOAT32_MIN, layerNorm, linear, rmsNorm } from '../src/model/arch/layers.js';
 import { Rng } from '../src/measure/stats/rng.js';
 import { ortSessionOptions } from '../src/runtime/session.js';
 import { differentiate } from '../src/train/autodiff.js';
@@ -420,15 +420,6 @@ const OPS: Case[] = [
   },
 ];
 
-/** HF rotate_half as layers.ts applyRotary writes it (the function is private there). */
-function rotaryPattern(b: GraphBuilder, x: string, headDim: number, cos: string, sin: string): string {
-  const half = headDim / 2;
-  const x1 = b.slice(x, [0], [half], [3]);
-  const x2 = b.slice(x, [half], [headDim], [3]);
-  const rotated = b.concat([b.neg(x2), x1], 3);
-  return b.add(b.mul(x, cos), b.mul(rotated, sin));
-}
-
 function rotaryTables(r: Rng, seq: number, headDim: number): { cos: number[]; sin: number[] } {
   const cos: number[] = [];
   const sin: number[] = [];
@@ -508,7 +499,7 @@ const BLOCKS: Case[] = [
     params: { x: { shape: [2, 2, 3, 4] } },
     build: (b, p, r) => {
       const t = rotaryTables(r, 3, 4);
-      return rotaryPattern(b, p['x']!, 4, b.constant('float32', [3, 4], t.cos), b.constant('float32', [3, 4], t.sin));
+      return applyRotary(b, p['x']!, 4, b.constant('float32', [3, 4], t.cos), b.constant('float32', [3, 4], t.sin));
     },
     dtypes: ['float64', 'float32'],
   },

@@ -123,7 +123,7 @@ function splitHeads(b: GraphBuilder, inp: BodyInputs, x: string, heads: number, 
 }
 
 /** HF rotate_half convention: x·cos + cat(−x[d/2:], x[:d/2])·sin. */
-function applyRotary(b: GraphBuilder, x: string, headDim: number, cos: string, sin: string): string {
+export function applyRotary(b: GraphBuilder, x: string, headDim: number, cos: string, sin: string): string {
   const half = headDim / 2;
   const x1 = b.slice(x, [0], [half], [3]);
   const x2 = b.slice(x, [half], [headDim], [3]);
