@@ -307,7 +307,7 @@ describe('dike distill', () => {
   const teacher = modelDir('small-bert-mlm');
   const DISTILL = ['--data', TEXT, '--steps', '6', ...FAST];
 
-  it('a student of teacher layers 0,2 completes, loads and measures like any model', async () => {
+  it('a student of teacher layers 0,2 completes, loads, measures and audits like any model', async () => {
     const dir = out('student');
     const r = dike('distill', teacher, '--student', '0,2', '--out', dir, ...DISTILL);
     assert.equal(r.code, 0, r.stderr);
@@ -328,6 +328,13 @@ describe('dike distill', () => {
     assert.equal(report.results[0]!.benchmark, 'crows-pairs');
     assert.equal(report.results[0]!.n, 20);
     assert.ok(report.results[0]!.score >= 0 && report.results[0]!.score <= 100);
+    // … and audits like any model: dense student vs its own pruned variant, paired item by item.
+    const auditDir = out('student-audit');
+    const a = dike('audit', '--model', dir, '--sweep', 'magnitude:0.5', '--benchmark', 'crows-pairs', '--data', DATA, '--limit', '20', '--quality-lines', '0', '--threads', '1', '--out', auditDir, '--quiet');
+    assert.equal(a.code, 0, a.stderr);
+    const audit = JSON.parse(readFileSync(path.join(auditDir, 'results.json'), 'utf8')) as { benchmarks: { benchmark: string; variants: { overall: { delta: number } }[] }[] };
+    assert.equal(audit.benchmarks[0]!.benchmark, 'crows-pairs');
+    assert.ok(Number.isFinite(audit.benchmarks[0]!.variants[0]!.overall.delta));
   });
 
   it('--hidden-mse 1 with a layer-subset student gives finite losses', () => {
