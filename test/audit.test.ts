@@ -11,11 +11,10 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { DATA, modelDir, repoRoot } from './fixtures.js';
+import { DATA, modelDir, CLI } from './fixtures.js';
 import type { AuditResults } from '../src/audit/types.js';
 import { openStore, storePath } from '../src/audit/store.js';
 
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const ARGS = (out: string): string[] => [
   CLI, 'audit', '--model', modelDir('tiny-bert-mlm'),
   '--sweep', 'magnitude:0.3,0.7', '--variant', 'rtn:bits=4,group_size=32',

@@ -4,33 +4,20 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+
 import { cpSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { maxAbsDiff, modelDir, readGolden, repoRoot } from './fixtures.js';
+import { assertOneLineError, dike as dikeArgs, maxAbsDiff, modelDir, readGolden } from './fixtures.js';
+
+const dike = (...args: string[]): ReturnType<typeof dikeArgs> => dikeArgs(args);
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
-
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
-
-function dike(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, DIKE_DEBUG: '' } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
 
 /** A scratch copy of a model directory (config, tokenizer and weights) to break on purpose. */
 function scratchModel(name: string): string {
   const dir = mkdtempSync(path.join(tmpdir(), `dike-${name}-`));
   cpSync(modelDir(name), dir, { recursive: true });
   return dir;
-}
-
-function assertOneLineError(r: { code: number; stdout: string; stderr: string }, ...parts: (string | RegExp)[]): void {
-  assert.notEqual(r.code, 0, 'exit code');
-  const lines = r.stderr.trimEnd().split('\n');
-  assert.equal(lines.length, 1, `one line, got: ${r.stderr}`);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-  for (const p of parts) assert.match(lines[0]!, typeof p === 'string' ? new RegExp(p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : p);
 }
 
 describe('dike logprobs reproduces the reference scores of every shared model', () => {

@@ -5,11 +5,11 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DATA, maxAbsDiff, modelDir, readGolden, repoRoot } from './fixtures.js';
+import { DATA, maxAbsDiff, modelDir, readGolden, CLI, dike as dikeArgs, type CliRun } from './fixtures.js';
 import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint, type Param } from '../src/model/checkpoint.js';
 import { readSafetensors } from '../src/model/safetensors.js';
@@ -22,11 +22,8 @@ import { nmPrune } from '../src/compress/methods/nm.js';
 import { DikeError } from '../src/errors.js';
 
 const CORPUS = path.join(DATA, 'lm_corpus', 'train.txt');
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
-
 
 const tmp = (tag: string): string => scratchDir(`prune-${tag}`);
-
 
 function recipeOf(steps: Record<string, unknown>[], calibration?: { samples: number; seq_len: number }): Recipe {
   return parseRecipe(JSON.stringify({ seed: 7, ...(calibration ? { calibration: { file: CORPUS, ...calibration } } : {}), steps }), 'test.json');
@@ -540,10 +537,7 @@ describe('layers: whole-block removal', () => {
 
 // ---- command line and determinism --------------------------------------------------------------
 
-function dike(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, DIKE_DEBUG: '' } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
+const dike = (...args: string[]): CliRun => dikeArgs(args);
 
 describe('dike compress with the pruning methods', () => {
   let dir: string;

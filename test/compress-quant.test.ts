@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DATA, logSoftmaxRow, modelDir, readGolden, repoRoot } from './fixtures.js';
+import { DATA, logSoftmaxRow, modelDir, readGolden, CLI } from './fixtures.js';
 import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint, type Param } from '../src/model/checkpoint.js';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
@@ -29,10 +29,8 @@ import type { QuantState } from '../src/compress/types.js';
 import { DikeError } from '../src/errors.js';
 
 const CORPUS = path.join(DATA, 'lm_corpus', 'train.txt');
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const CAL = { samples: 8, seq_len: 32 };
 const SEED = 3;
-
 
 const tmp = (tag: string): string => scratchDir(`quant-${tag}`);
 

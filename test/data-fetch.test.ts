@@ -14,11 +14,10 @@ import path from 'node:path';
 import { fetchDataset, gitBlobId } from '../src/measure/fetch.js';
 import { CROWS_DATASET } from '../src/measure/crows-pairs.js';
 import { DikeError } from '../src/errors.js';
-import { DATA, repoRoot } from './fixtures.js';
+import { DATA, CLI } from './fixtures.js';
 import type { Dataset } from '../src/measure/types.js';
 
 const run = promisify(execFile);
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 
 let server: Server;
 let mirror: string;

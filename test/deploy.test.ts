@@ -28,7 +28,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
-import { modelDir, readGolden, repoRoot } from './fixtures.js';
+import { modelDir, readGolden, CLI } from './fixtures.js';
 import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint, type Param } from '../src/model/checkpoint.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
@@ -42,9 +42,7 @@ import { describeModel } from '../src/model/describe.js';
 import { DikeError } from '../src/errors.js';
 import { serializeSafetensors, type RawTensor } from '../src/model/safetensors.js';
 
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const tmp = (tag: string): string => scratchDir(`deploy-${tag}`);
-
 
 // ---- a small independent quantizer ----------------------------------------------------------------
 

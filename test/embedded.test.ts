@@ -14,16 +14,13 @@ import { sha256File } from '../src/measure/data.js';
 import { findBenchmark } from '../src/measure/registry.js';
 import { initFromConfig } from '../src/train/init.js';
 import { train, type TrainSettings } from '../src/train/loop.js';
-import { DATA, repoRoot, scratchDir } from './fixtures.js';
-
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+import { DATA, repoRoot, scratchDir, dike, type CliRun } from './fixtures.js';
 
 /** Run the CLI as on a fresh machine: no DIKE_DATA. */
-function dikeOffline(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const env: NodeJS.ProcessEnv = { ...process.env, DIKE_DEBUG: '' };
+function dikeOffline(...args: string[]): CliRun {
+  const env: NodeJS.ProcessEnv = { ...process.env };
   delete env['DIKE_DATA'];
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, cwd: scratchDir('offline') });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  return dike(args, { env, cwd: scratchDir('offline') });
 }
 
 interface TrainingRecord {

@@ -1,4 +1,6 @@
 /** Locating the repository and the shared fixtures (`../shared` relative to the repository root). */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -98,4 +100,30 @@ export function scratchDir(tag: string): string {
   const d = mkdtempSync(path.join(tmpdir(), `dike-${tag}-`));
   removeLater(d);
   return d;
+}
+
+// ---- the command line, as a user runs it ----------------------------------------------------------
+
+export const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run `dike` (the built CLI) without DIKE_DEBUG, so errors are what a user sees. */
+export function dike(args: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): CliRun {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...(opts.env ?? process.env), DIKE_DEBUG: '' }, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A bad-input failure: non-zero exit, one line on stderr, no stack trace, not an internal error, naming `parts`. */
+export function assertOneLineError(r: CliRun, ...parts: (string | RegExp)[]): void {
+  assert.notEqual(r.code, 0, 'exit code');
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `one line, got: ${r.stderr}`);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  assert.doesNotMatch(r.stderr, /internal error/, 'not an internal error');
+  for (const p of parts) assert.match(lines[0]!, typeof p === 'string' ? new RegExp(p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : p);
 }

@@ -9,10 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DATA, modelDir, repoRoot } from './fixtures.js';
+import { DATA, modelDir, CLI } from './fixtures.js';
 import type { MeasureReport } from '../src/measure/run.js';
 
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const ALL = ['crows-pairs', 'stereoset', 'seat', 'winobias', 'bbq'];
 
 for (const model of ['small-bert-mlm', 'small-gpt2']) {

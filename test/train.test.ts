@@ -8,33 +8,19 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { DATA, loadModelCached, modelDir, repoRoot, scratchDir } from './fixtures.js';
+import { CLI, DATA, dike as dikeArgs, assertOneLineError, loadModelCached, modelDir, scratchDir, type CliRun } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import { ModelRunner, padBatch } from '../src/runtime/session.js';
 import { train, type TrainSettings } from '../src/train/loop.js';
 
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const WORK = scratchDir('train');
 
-type Run = { code: number; stdout: string; stderr: string };
-
-function dike(...args: string[]): Run {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, DIKE_DEBUG: '' } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
-
-function assertOneLineError(r: Run, ...parts: (string | RegExp)[]): void {
-  assert.notEqual(r.code, 0, 'exit code');
-  const lines = r.stderr.trimEnd().split('\n');
-  assert.equal(lines.length, 1, `one line, got: ${r.stderr}`);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-  assert.doesNotMatch(r.stderr, /internal error/, 'not an internal error');
-  for (const p of parts) assert.match(lines[0]!, typeof p === 'string' ? new RegExp(p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : p);
-}
+type Run = CliRun;
+const dike = (...args: string[]): Run => dikeArgs(args);
 
 /** The first whole lines of the shared training corpus (about `bytes` bytes) in a scratch file. */
 function corpusSample(bytes: number): string {
@@ -60,7 +46,7 @@ interface TrainingJson {
   resumed_from_step: number;
   losses_every_step: number[];
   settings: { data: { file: string; sha256: string }[]; seq: number; batch: number };
-  held_out: { kind: string; value: number; lines: number } | null;
+  held_out: { kind: string; value: number; lines: number; ci95?: [number, number] } | null;
   teacher?: { dir: string };
 }
 const trainingJson = (dir: string): TrainingJson => JSON.parse(readFileSync(path.join(dir, 'training.json'), 'utf8')) as TrainingJson;
@@ -248,6 +234,8 @@ describe('other objectives', () => {
     assert.equal(t.held_out?.kind, 'accuracy');
     assert.equal(t.held_out?.lines, 30);
     assert.ok(t.held_out!.value >= 0.8, `held-out accuracy ${t.held_out!.value}`);
+    const [lo, hi] = t.held_out!.ci95!;
+    assert.ok(lo <= t.held_out!.value && t.held_out!.value <= hi, 'the accuracy lies in its 95% interval');
     const trained = loadCheckpoint(dir);
     assert.equal(trained.task, 'sequence-classification');
     await assertRuns(trained, 'the film was great');
@@ -414,5 +402,16 @@ describe('freezing by module', () => {
     assert.deepEqual(frozen('tiny-llama', 'head'), ['lm_head.weight']);
     assert.ok(frozen('tiny-llama', 'layer.1').every((k) => k.startsWith('model.layers.1.')));
     assert.deepEqual(frozen('tiny-gpt2', 'transformer.wpe'), ['transformer.wpe.weight']);
+  });
+});
+
+describe('held-out accuracy interval', () => {
+  it('is the 95% Wilson score interval (8 of 10: 0.4902–0.9433 by hand; 0 of 10: 0–0.2775, an example of Newcombe 1998)', async () => {
+    const { wilsonInterval } = await import('../src/train/loop.js');
+    const [lo, hi] = wilsonInterval(8, 10);
+    assert.ok(Math.abs(lo - 0.4902) < 5e-5 && Math.abs(hi - 0.9433) < 5e-5, `${lo} ${hi}`);
+    const [lo0, hi0] = wilsonInterval(0, 10);
+    assert.equal(lo0, 0);
+    assert.ok(Math.abs(hi0 - 0.2775) < 5e-5, String(hi0));
   });
 });

@@ -7,11 +7,11 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DATA, modelDir, repoRoot } from './fixtures.js';
+import { DATA, modelDir, dike as dikeArgs, type CliRun } from './fixtures.js';
 import { loadModelCached as load, removeLater, scratchDir } from './fixtures.js';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
@@ -24,12 +24,9 @@ import { toOutIn, type InputStats } from '../src/compress/types.js';
 import { DikeError } from '../src/errors.js';
 
 const CORPUS = path.join(DATA, 'lm_corpus', 'train.txt');
-const CLI = path.join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const CAL = { samples: 8, seq_len: 32 };
 const SEED = 3;
 const MODELS = ['tiny-bert-mlm', 'tiny-gpt2', 'tiny-llama', 'small-bert-mlm', 'small-gpt2'];
-
-
 
 async function compress(name: string, step: Record<string, unknown>): Promise<CompressionResult> {
   const recipe = parseRecipe(JSON.stringify({ seed: SEED, calibration: { file: CORPUS, ...CAL }, steps: [step] }), 'test.json');
@@ -348,10 +345,7 @@ describe('layer reconstruction error ‖WX − ŴX‖² on the calibration Gram'
 });
 
 describe('dike compress --method sparsegpt / wanda', () => {
-  function dike(...args: string[]): { code: number; stdout: string; stderr: string } {
-    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, DIKE_DEBUG: '' } });
-    return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-  }
+  const dike = (...args: string[]): CliRun => dikeArgs(args);
 
   for (const [method, extra] of [['sparsegpt', ['--sparsity', '0.5']], ['wanda', ['--pattern', '2:4']]] as const) {
     it(`${method} ${extra.join(' ')} on tiny-gpt2: the written model loads, is pruned, and scores text`, () => {

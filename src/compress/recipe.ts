@@ -17,6 +17,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import path from 'node:path';
 import YAML from 'yaml';
 import { DikeError } from '../errors.js';
+import { copyTokenizerFiles } from '../model/tokenizer.js';
 import type { LinearInfo } from '../model/arch/types.js';
 import { resolveArchitecture } from '../model/arch/registry.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
@@ -249,11 +250,6 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
 
 // ---- writing ----------------------------------------------------------------------------------
 
-/** The model files of a Hugging Face directory besides the weights: config and tokenizer. */
-const MODEL_FILES = [
-  'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
-  'added_tokens.json', 'vocab.txt', 'vocab.json', 'merges.txt',
-];
 
 /**
  * Write a Hugging Face directory: same config and tokenizer, every parameter in model.safetensors
@@ -266,11 +262,13 @@ export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, rec
     throw new DikeError(outDir, '', 'output directory exists and is not empty');
   }
   mkdirSync(outDir, { recursive: true });
-  for (const name of MODEL_FILES) {
+  // Config (edited when layers were removed), generation config and tokenizer as the source has them.
+  for (const name of ['config.json', 'generation_config.json']) {
     const src = path.join(ckpt.dir, name);
     if (name === 'config.json' && result.config !== undefined) writeFileSync(path.join(outDir, name), JSON.stringify(result.config, null, 2) + '\n');
     else if (existsSync(src)) writeFileSync(path.join(outDir, name), readFileSync(src));
   }
+  copyTokenizerFiles(ckpt.dir, outDir);
   const changed = new Set(result.reports.flat().map((r) => r.weight));
   const tensors: [string, RawTensor][] = [...result.params.keys()].sort().map((name) => {
     const p = result.params.get(name)!;

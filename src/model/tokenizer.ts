@@ -607,6 +607,17 @@ function dropByteLevelPostProcessor(json: Json): void {
 
 // ---- loading -----------------------------------------------------------------------------------------
 
+/** The files a Hugging Face tokenizer may consist of (whichever exist in a model directory). */
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.txt', 'vocab.json', 'merges.txt'] as const;
+
+/** Copy the tokenizer files of model directory `from` into `to` (a written model must load alone). */
+export function copyTokenizerFiles(from: string, to: string): void {
+  for (const f of TOKENIZER_FILES) {
+    const src = path.join(from, f);
+    if (fs.existsSync(src)) fs.copyFileSync(src, path.join(to, f));
+  }
+}
+
 export function loadTokenizer(dir: string): Tokenizer {
   let stat: fs.Stats;
   try {

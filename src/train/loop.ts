@@ -10,7 +10,9 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import * as path from 'node:path';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
-import { fromFloat32, readSafetensors, serializeSafetensors, toFloat32, writeSafetensors, type RawTensor } from '../model/safetensors.js';
+import { fromFloat32, readSafetensors, toFloat32, writeSafetensors, type RawTensor } from '../model/safetensors.js';
+import { copyTokenizerFiles } from '../model/tokenizer.js';
+import { readJsonObject } from '../model/config.js';
 import { ModelRunner, padBatch } from '../runtime/session.js';
 import { heldOutPerplexity } from '../score/perplexity.js';
 import { sha256File } from '../measure/data.js';
@@ -79,11 +81,11 @@ export interface TrainResult {
   tokens: number;
   seconds: number;
   losses: number[];
-  heldOut?: { kind: string; value: number; tokens: number; lines: number };
+  /** Held-out metric; accuracy carries a 95% Wilson interval (perplexity is a corpus statistic, reported as is). */
+  heldOut?: { kind: string; value: number; tokens: number; lines: number; ci95?: [number, number] };
 }
 
 const CHECKPOINT_DIR = 'checkpoint';
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'vocab.txt', 'vocab.json', 'merges.txt'];
 
 /** SHA-256 of an input file; an unreadable file is a one-line error naming it. */
 function inputSha256(file: string, what: string): string {
@@ -95,9 +97,9 @@ function inputSha256(file: string, what: string): string {
 }
 
 /** What identifies a run: a checkpoint is resumed only by the same run. */
-function runKey(model: TrainableModel, settings: TrainSettings, teacher?: Checkpoint): string {
+function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint): string {
   const h = createHash('sha256');
-  h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: settings.data.map((f) => inputSha256(f, 'training text')) }));
+  h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: dataSha256 }));
   h.update(JSON.stringify(model.rawConfig));
   for (const name of [...model.params.keys()].sort()) {
     const d = model.params.get(name)!.data;
@@ -117,18 +119,12 @@ function writeJsonAtomic(file: string, value: unknown): void {
 export function writeModelDir(outDir: string, model: TrainableModel, values: ReadonlyMap<string, Float32Array>, tokenizerDir: string, dtype: 'F32' | 'F16'): void {
   mkdirSync(outDir, { recursive: true });
   writeJsonAtomic(path.join(outDir, 'config.json'), model.rawConfig);
-  for (const f of TOKENIZER_FILES) {
-    const src = path.join(tokenizerDir, f);
-    if (existsSync(src)) writeFileSync(path.join(outDir, f), readFileSync(src));
-  }
+  copyTokenizerFiles(tokenizerDir, outDir);
   const tensors: [string, RawTensor][] = [...model.params.keys()].sort().map((name) => {
     const p = model.params.get(name)!;
     return [name, fromFloat32(values.get(name) ?? p.data, p.shape, dtype)];
   });
-  const bytes = serializeSafetensors(tensors, { format: 'pt' });
-  const tmp = path.join(outDir, `model.safetensors.tmp-${process.pid}`);
-  writeFileSync(tmp, bytes);
-  renameSync(tmp, path.join(outDir, 'model.safetensors'));
+  writeSafetensors(path.join(outDir, 'model.safetensors'), tensors);
 }
 
 export interface RunOptions {
@@ -149,7 +145,8 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   if (S > model.shape.maxPositions) throw new DikeError(model.configFile, '"max_position_embeddings"', `${model.shape.maxPositions} is shorter than --seq ${S}`);
   // The held-out file is read only after training: check it first, so that a typo costs no run.
   if (settings.valid !== undefined) inputSha256(settings.valid.file, 'held-out text');
-  const key = runKey(model, settings, opts.teacher);
+  const dataSha256 = settings.data.map((f) => inputSha256(f, 'training text'));
+  const key = runKey(model, settings, dataSha256, opts.teacher);
   const ckptDir = path.join(outDir, CHECKPOINT_DIR);
   mkdirSync(ckptDir, { recursive: true });
 
@@ -191,7 +188,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   let resumedFrom = 0;
   const stateJson = path.join(ckptDir, 'state.json');
   if (existsSync(stateJson)) {
-    const state = JSON.parse(readFileSync(stateJson, 'utf8')) as { key: string; step: number; losses: number[] };
+    const state = readJsonObject(stateJson) as unknown as { key: string; step: number; losses: number[] };
     if (state.key !== key) throw new DikeError(outDir, CHECKPOINT_DIR, 'holds a checkpoint of a different run (other model, data or settings); choose another --out or delete it');
     const st = readSafetensors(path.join(ckptDir, 'state.safetensors'));
     // The tensors and state.json are renamed into place one after the other: a run killed between the
@@ -267,8 +264,9 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
       if (best === ex.label) correct++;
     }
     await runner.dispose();
-    result.heldOut = { kind: 'accuracy', value: correct / held.length, tokens: 0, lines: held.length };
-    say(`held-out accuracy on ${held.length} examples of ${path.basename(settings.valid.file)}: ${(100 * correct / held.length).toFixed(2)}%`);
+    const ci95 = wilsonInterval(correct, held.length);
+    result.heldOut = { kind: 'accuracy', value: correct / held.length, tokens: 0, lines: held.length, ci95 };
+    say(`held-out accuracy on ${held.length} examples of ${path.basename(settings.valid.file)}: ${(100 * correct / held.length).toFixed(2)}% [${(100 * ci95[0]).toFixed(2)}, ${(100 * ci95[1]).toFixed(2)}] (95% Wilson)`);
   } else if (settings.valid !== undefined) {
     const trained = loadCheckpoint(outDir);
     const runner = await ModelRunner.create(trained, settings.threads !== undefined ? { threads: settings.threads } : {});
@@ -282,7 +280,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     tool: 'dike',
     version: dikeVersion(),
     architecture: model.hfClass,
-    settings: { ...settings, threads: undefined, data: settings.data.map((f) => ({ file: path.basename(f), sha256: sha256File(f) })), valid: settings.valid ? { file: path.basename(settings.valid.file), lines: settings.valid.lines } : undefined },
+    settings: { ...settings, threads: undefined, data: settings.data.map((f, i) => ({ file: path.basename(f), sha256: dataSha256[i]! })), valid: settings.valid ? { file: path.basename(settings.valid.file), lines: settings.valid.lines } : undefined },
     ...(opts.teacher ? { teacher: { dir: opts.teacher.dir, architecture: opts.teacher.hfClass } } : {}),
     steps,
     tokens_seen: steps * B * S,
@@ -361,7 +359,7 @@ export function trainingCard(r: TrainingRecord): string {
     '',
   ];
   if (r.held_out) {
-    lines.push('## Held-out evaluation', '', `${r.held_out.kind} on the first ${r.held_out.lines} lines of ${s.valid?.file ?? 'the held-out file'}: **${r.held_out.value.toFixed(3)}**` + (r.held_out.tokens > 0 ? ` over ${r.held_out.tokens} scored tokens` : '') + '.', '');
+    lines.push('## Held-out evaluation', '', `${r.held_out.kind} on the first ${r.held_out.lines} lines of ${s.valid?.file ?? 'the held-out file'}: **${r.held_out.value.toFixed(3)}**` + (r.held_out.ci95 ? ` (95% Wilson interval ${r.held_out.ci95[0].toFixed(3)}–${r.held_out.ci95[1].toFixed(3)})` : '') + (r.held_out.tokens > 0 ? ` over ${r.held_out.tokens} scored tokens` : '') + '.', '');
   }
   lines.push(`Training loss every ${every} steps: ${curve.join(', ')}`, '', 'Every step\'s loss is in training.json.', '');
   return lines.join('\n');
@@ -390,4 +388,14 @@ export function frozenSelector(model: TrainableModel, freeze: readonly string[])
     return (n) => n.startsWith(item);
   });
   return (name) => !matchers.some((f) => f(name));
+}
+
+/** Wilson score interval for k successes in n trials (Wilson 1927), 95% (z = 1.96). */
+export function wilsonInterval(k: number, n: number, z = 1.959963984540054): [number, number] {
+  if (n === 0) return [NaN, NaN];
+  const p = k / n;
+  const centre = (p + (z * z) / (2 * n)) / (1 + (z * z) / n);
+  const half = (z / (1 + (z * z) / n)) * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n));
+  // At k = 0 or k = n one bound is exactly 0 or 1; computed, it can round just inside.
+  return [k === 0 ? 0 : Math.max(0, centre - half), k === n ? 1 : Math.min(1, centre + half)];
 }

@@ -41,8 +41,8 @@ export class TrainSession {
 
   /** Second buffers the next update writes into (by output name). */
   private readonly spare = new Map<string, Float32Array>();
-  /** Per step graph: index inputs whose distinct values it also takes (name → number of slots). */
-  private readonly uniqueInputs = new Map<number, [string, { slots: number }][]>();
+  /** Per step graph: index inputs whose segment feeds (order, lo, hi, unique) it also takes, and their slot counts. */
+  private readonly segmentInputs = new Map<number, [string, { slots: number }][]>();
   /** Step graphs by number of loss rows (see `rowsFor`). */
   private readonly sessions = new Map<number, Promise<ort.InferenceSession>>();
 
@@ -68,7 +68,7 @@ export class TrainSession {
     const step = buildTrainStep(model, spec);
     const session = await ort.InferenceSession.create(graphToOnnx(step.graph), ortSessionOptions(threads));
     const t = new TrainSession(model, spec, step.trained, session, threads);
-    t.uniqueInputs.set(spec.rows, uniqueInputsOf(step.graph));
+    t.segmentInputs.set(spec.rows, segmentInputsOf(step.graph));
     return t;
   }
 
@@ -88,7 +88,7 @@ export class TrainSession {
     let s = this.sessions.get(rows);
     if (s === undefined) {
       const graph = buildTrainStep(this.model, { ...this.spec, rows }).graph;
-      this.uniqueInputs.set(rows, uniqueInputsOf(graph));
+      this.segmentInputs.set(rows, segmentInputsOf(graph));
       s = ort.InferenceSession.create(graphToOnnx(graph), ortSessionOptions(this.threads));
       this.sessions.set(rows, s);
     }
@@ -128,7 +128,7 @@ export class TrainSession {
     }
     for (const k of this.trained) f[k] = new ort.Tensor('float32', this.params.get(k)!, this.shape(k));
     // Companions of indices the embedding-gradient rule needs (grad-rules.ts, Gather).
-    for (const [name, info] of this.uniqueInputs.get(R) ?? []) {
+    for (const [name, info] of this.segmentInputs.get(R) ?? []) {
       const ids = f[name]!.data as BigInt64Array;
       const seg = segmentFeeds(ids, info.slots);
       f[`${name}:order`] = new ort.Tensor('int64', seg.order, [ids.length]);
@@ -191,7 +191,7 @@ export class TrainSession {
   }
 }
 
-function uniqueInputsOf(g: Graph): [string, { slots: number }][] {
+function segmentInputsOf(g: Graph): [string, { slots: number }][] {
   return g.inputs.filter((v) => v.name.endsWith(':unique')).map((v) => [v.name.slice(0, -':unique'.length), { slots: Number(v.shape[0]) }]);
 }
 
