@@ -51,7 +51,7 @@ import { DEFAULT_SEED } from '../src/measure/stats/bootstrap.js';
 import { DEFAULT_MAX_TOKENS } from '../src/score/causal.js';
 import { maskAndPadIds } from '../src/score/text.js';
 import { TorchServer, type TorchInfo } from './torch-server.js';
-import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion, sleep, torchEnv, writeMarkedSection } from './machine.js';
+import { sleep, torchEnv, writeMarkedSection, startRun, ensureBaseModel, runFacts, type RunFacts } from './machine.js';
 import { ensureRandomBert } from './random-bert.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -429,15 +429,7 @@ function checksPass(r: ModelResult): boolean {
 // Report
 // ------------------------------------------------------------------------------------------------
 
-interface Env {
-  date: string;
-  cpu: string;
-  cores: number;
-  avx512: boolean;
-  threads: number;
-  parallelism: [number, number];
-  node: string;
-  ort: string;
+interface Env extends RunFacts {
   torch: TorchInfo;
   coreType: string;
   wallSeconds: number;
@@ -530,16 +522,9 @@ async function main(): Promise<void> {
   if (selected.length === 0) throw new Error(`--only: expected small or base, got ${values.only}`);
 
   const started = Date.now();
-  const { cpu, avx512, flags } = cpuInfo();
-  const core = openblasCoreType(flags, values['openblas-coretype']);
-  fs.mkdirSync(OUT, { recursive: true });
-  console.log(`threads ${threads}; OPENBLAS_CORETYPE=${core.value ?? '(unset)'} (${core.why})`);
-  const parallelBefore = await effectiveParallelism(threads);
-  console.log(`effective parallelism of ${threads} threads: ${parallelBefore.toFixed(2)}`);
-  if (selected.some((p) => p.key === 'base')) {
-    const t0 = Date.now();
-    if (ensureRandomBert(BASE, SMALL)) console.log(`generated ${path.relative(ROOT, BASE)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  }
+  const start = await startRun(threads, values['openblas-coretype'], OUT);
+  const { core } = start;
+  if (selected.some((p) => p.key === 'base')) ensureBaseModel(BASE, SMALL, ensureRandomBert);
 
   const text = fs.readFileSync(CSV, 'utf8');
   const allPairs = parseCrowsPairs(text, CSV);
@@ -560,16 +545,8 @@ async function main(): Promise<void> {
         `positions ${r.positionsIdentical ? 'identical' : 'DIFFER'} (${r.positionsNote}); checks ${checksPass(r) ? 'pass' : 'FAIL'}`,
     );
   }
-  const parallelAfter = await effectiveParallelism(threads);
   const env: Env = {
-    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-    cpu,
-    cores: os.availableParallelism(),
-    avx512,
-    threads,
-    parallelism: [parallelBefore, parallelAfter],
-    node: process.version,
-    ort: packageVersion(ROOT, 'onnxruntime-node'),
+    ...(await runFacts(start, threads)),
     torch: info!,
     coreType: `${core.value ?? '(unset)'}`,
     wallSeconds: (Date.now() - started) / 1000,

@@ -119,3 +119,56 @@ export const SHARED = path.join(ROOT, '..', 'shared');
 export const RESULTS = path.join(ROOT, 'bench', 'RESULTS.md');
 export const SMALL_BERT = path.join(SHARED, 'models', 'small-bert-mlm');
 export const CORPUS = path.join(SHARED, 'data', 'lm_corpus', 'train.txt');
+
+/**
+ * The opening of every benchmark run: CPU facts, the OpenBLAS core type PyTorch will use, the output
+ * folder, and the effective parallelism of `threads` busy threads before any work (logged).
+ */
+export async function startRun(threads: number, coreTypeFlag: string | undefined, outDir: string, what = ''): Promise<{
+  cpu: string;
+  avx512: boolean;
+  core: { value: string | undefined; why: string };
+  parallelBefore: number;
+}> {
+  const { cpu, avx512, flags } = cpuInfo();
+  const core = openblasCoreType(flags, coreTypeFlag);
+  fs.mkdirSync(outDir, { recursive: true });
+  console.log(`threads ${threads};${what ? ` ${what};` : ''} OPENBLAS_CORETYPE=${core.value ?? '(unset)'} (${core.why})`);
+  const parallelBefore = await effectiveParallelism(threads);
+  console.log(`effective parallelism of ${threads} threads: ${parallelBefore.toFixed(2)}`);
+  return { cpu, avx512, core, parallelBefore };
+}
+
+/** Generate the random BERT-base-shaped model a run needs (once; cached under bench/out). */
+export function ensureBaseModel(base: string, small: string, ensure: (base: string, small: string) => boolean): void {
+  const t0 = Date.now();
+  if (ensure(base, small)) console.log(`generated ${path.relative(ROOT, base)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+/** What every benchmark report states about the machine and the run. */
+export interface RunFacts {
+  date: string;
+  cpu: string;
+  cores: number;
+  avx512: boolean;
+  threads: number;
+  /** Effective parallelism of `threads` busy threads, measured before and after the run. */
+  parallelism: [number, number];
+  node: string;
+  ort: string;
+}
+
+/** Close a run started by startRun: measure the parallelism again and gather the machine facts. */
+export async function runFacts(start: { cpu: string; avx512: boolean; parallelBefore: number }, threads: number): Promise<RunFacts> {
+  const parallelAfter = await effectiveParallelism(threads);
+  return {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    cpu: start.cpu,
+    cores: os.availableParallelism(),
+    avx512: start.avx512,
+    threads,
+    parallelism: [start.parallelBefore, parallelAfter],
+    node: process.version,
+    ort: packageVersion(ROOT, 'onnxruntime-node'),
+  };
+}

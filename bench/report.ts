@@ -2,6 +2,7 @@
  * bench/RESULTS.md: machine, versions, settings, and one table per model comparing Dikē with
  * PyTorch case by case.
  */
+import type { RunFacts } from './machine.js';
 import type { Checksum, Kind } from './workload.js';
 
 export interface Row {
@@ -24,16 +25,7 @@ export interface ModelSection {
   rows: Row[];
 }
 
-export interface Environment {
-  date: string;
-  cpu: string;
-  cores: number;
-  avx512: boolean;
-  threads: number;
-  /** Effective parallelism of `threads` busy threads, measured before and after the run. */
-  parallelism: [number, number];
-  node: string;
-  ort: string;
+export interface Environment extends RunFacts {
   python: string;
   torch: string;
   numpy: string;

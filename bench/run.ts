@@ -15,7 +15,7 @@ import { ModelRunner } from '../src/runtime/session.js';
 import { maskAndPadIds } from '../src/score/text.js';
 import { dikePass, median } from './dike.js';
 import { TorchServer, type TorchInfo } from './torch-server.js';
-import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion, sleep, torchEnv } from './machine.js';
+import { sleep, torchEnv, startRun, ensureBaseModel, runFacts } from './machine.js';
 import { ensureRandomBert } from './random-bert.js';
 import { checksumAgrees, renderResults, type Environment, type ModelSection, type Row } from './report.js';
 import { makeCase, pickSentences, writeWorkload, type Checksum, type Kind, type ModelWorkload } from './workload.js';
@@ -96,17 +96,10 @@ async function main(): Promise<void> {
   if (selected.length === 0) throw new Error(`--only: expected small or base, got ${values.only}`);
 
   const started = Date.now();
-  const { cpu, avx512, flags } = cpuInfo();
-  const core = openblasCoreType(flags, values['openblas-coretype']);
-  fs.mkdirSync(OUT, { recursive: true });
-  console.log(`threads ${threads}; OPENBLAS_CORETYPE=${core.value ?? '(unset)'} (${core.why})`);
-  const parallelBefore = await effectiveParallelism(threads);
-  console.log(`effective parallelism of ${threads} threads: ${parallelBefore.toFixed(2)}`);
+  const start = await startRun(threads, values['openblas-coretype'], OUT);
+  const { core } = start;
 
-  if (selected.some((p) => p.key === 'base')) {
-    const t0 = Date.now();
-    if (ensureRandomBert(BASE, SMALL)) console.log(`generated ${path.relative(ROOT, BASE)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  }
+  if (selected.some((p) => p.key === 'base')) ensureBaseModel(BASE, SMALL, ensureRandomBert);
 
   const script = path.join(ROOT, 'bench', 'torch_bert.py');
   const sections: ModelSection[] = [];
@@ -160,17 +153,9 @@ async function main(): Promise<void> {
     sections.push({ name: plan.name, source: plan.source, description: plan.description, ...(plan.note ? { note: plan.note } : {}), rows });
   }
 
-  const parallelAfter = await effectiveParallelism(threads);
   const ob = torchInfo!.openblas;
   const env: Environment = {
-    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-    cpu,
-    cores: os.availableParallelism(),
-    avx512,
-    threads,
-    parallelism: [parallelBefore, parallelAfter],
-    node: process.version,
-    ort: packageVersion(ROOT, 'onnxruntime-node'),
+    ...(await runFacts(start, threads)),
     python: torchInfo!.python,
     torch: torchInfo!.torch,
     numpy: torchInfo!.numpy,

@@ -37,7 +37,7 @@ import { ROW_BUCKET, TrainSession, type StepBatch } from '../src/train/session.j
 import type { AdamWSettings } from '../src/train/step.js';
 import { median } from './dike.js';
 import { TorchServer, type TorchInfo } from './torch-server.js';
-import { cpuInfo, effectiveParallelism, openblasCoreType, packageVersion, sleep, torchEnv, writeMarkedSection, ROOT, RESULTS, SMALL_BERT, CORPUS } from './machine.js';
+import { effectiveParallelism, packageVersion, sleep, torchEnv, writeMarkedSection, ROOT, RESULTS, SMALL_BERT, CORPUS, startRun } from './machine.js';
 
 const OUT = path.join(ROOT, 'bench', 'out', 'train');
 const QUICK_RESULTS = path.join(ROOT, 'bench', 'out', 'RESULTS-train-quick.md');
@@ -100,12 +100,7 @@ async function main(): Promise<void> {
   const total = warmup + timed;
 
   const started = Date.now();
-  const { cpu, avx512, flags } = cpuInfo();
-  const core = openblasCoreType(flags, values['openblas-coretype']);
-  fs.mkdirSync(OUT, { recursive: true });
-  console.log(`threads ${threads}; ${warmup} warm-up + ${timed} timed steps; OPENBLAS_CORETYPE=${core.value ?? '(unset)'} (${core.why})`);
-  const parallelBefore = await effectiveParallelism(threads);
-  console.log(`effective parallelism of ${threads} threads: ${parallelBefore.toFixed(2)}`);
+  const { cpu, avx512, core, parallelBefore } = await startRun(threads, values['openblas-coretype'], OUT, `${warmup} warm-up + ${timed} timed steps`);
 
   // Model and batches, as `dike train --config … --objective masked-lm` makes them.
   const model = initFromConfig(path.join(SMALL, 'config.json'), SMALL, SEED);
