@@ -12,6 +12,7 @@ import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { EMBEDDED_MODELS, embeddedModelDir, embeddedDataDir } from '../src/embedded.js';
 import { sha256File } from '../src/measure/data.js';
 import { findBenchmark } from '../src/measure/registry.js';
+import { STEREOSET_DATASET, STEREOSET_LOCAL_ALTERNATIVE } from '../src/measure/stereoset.js';
 import { initFromConfig } from '../src/train/init.js';
 import { train, type TrainSettings } from '../src/train/loop.js';
 import { DATA, repoRoot, scratchDir, dike, type CliRun } from './fixtures.js';
@@ -90,6 +91,32 @@ describe('embedded CrowS-Pairs data', () => {
   });
 });
 
+describe('embedded lm_corpus excerpt and StereoSet', () => {
+  const full = (split: string): string[] => readFileSync(path.join(DATA, 'lm_corpus', `${split}.txt`), 'utf8').split('\n');
+  const shipped = (split: string): string => readFileSync(path.join(embeddedDataDir(), 'lm_corpus', `${split}.txt`), 'utf8');
+
+  it('valid.txt is the first 200 lines of the full corpus; train.txt every 20th line; disjoint; SHA-256s as SOURCE.md says', () => {
+    const source = readFileSync(path.join(embeddedDataDir(), 'lm_corpus', 'SOURCE.md'), 'utf8');
+    assert.equal(shipped('valid'), full('valid').slice(0, 200).join('\n') + '\n');
+    const train = full('train').filter((l) => l !== '');
+    assert.equal(shipped('train'), train.filter((_, i) => i % 20 === 0).join('\n') + '\n');
+    const validSet = new Set(shipped('valid').split('\n').filter((l) => l !== ''));
+    // Paragraph-level disjointness (the corpus is split by document); short repeated lines such as
+    // "CHAPTER I" may occur in both splits, so only substantial paragraphs are compared.
+    assert.ok(shipped('train').split('\n').filter((l) => l.length > 80).every((l) => !validSet.has(l)));
+    for (const split of ['train', 'valid']) assert.ok(source.includes(sha256File(path.join(embeddedDataDir(), 'lm_corpus', `${split}.txt`))), `${split} SHA-256 in SOURCE.md`);
+    assert.ok(Buffer.byteLength(shipped('train')) + Buffer.byteLength(shipped('valid')) <= 2_000_000, '≤ 2 MB');
+  });
+
+  it('StereoSet intrasentence ships as the registry file (SHA-256) with its CC BY-SA 4.0 licence', () => {
+    const file = STEREOSET_LOCAL_ALTERNATIVE;
+    assert.equal(sha256File(path.join(embeddedDataDir(), STEREOSET_DATASET.folder, file.path)), file.sha256);
+    const licence = readFileSync(path.join(embeddedDataDir(), STEREOSET_DATASET.folder, 'LICENSE.md'), 'utf8');
+    assert.match(licence, /CC BY-SA 4\.0/);
+    assert.match(licence, /Nadeem/);
+  });
+});
+
 describe('the main command runs offline on the embedded defaults', () => {
   it('dike measure with no model and no data scores CrowS-Pairs on dike-bert-mini', () => {
     const r = dikeOffline('measure', '--limit', '60', '--json');
@@ -99,17 +126,27 @@ describe('the main command runs offline on the embedded defaults', () => {
     assert.equal(report.results[0]!.benchmark, 'crows-pairs');
   });
 
-  it('dike audit with no model and no data audits a pruning variant; other benchmarks ask for data in one line', () => {
+  it('dike audit with no model and no data audits a pruning variant with its quality proxy; unshipped benchmarks ask for data in one line', () => {
     const out = path.join(scratchDir('offline-audit'), 'audit');
     const r = dikeOffline('audit', '--sweep', 'magnitude:0.5', '--limit', '40', '--resamples', '1000', '--out', out, '--quiet');
     assert.equal(r.code, 0, r.stderr);
-    const results = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as { benchmarks: { benchmark: string; variants: unknown[] }[] };
+    const results = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as {
+      benchmarks: { benchmark: string; variants: unknown[] }[];
+      dense: { quality?: { kind: string; value: number; tokens: number } };
+      variants: { quality?: { kind: string; value: number; tokens: number } }[];
+    };
     assert.equal(results.benchmarks[0]!.benchmark, 'crows-pairs');
     assert.equal(results.benchmarks[0]!.variants.length, 1);
     assert.ok(existsSync(path.join(out, 'report.html')));
-    const s = dikeOffline('measure', '--benchmark', 'stereoset', '--limit', '5');
+    // The shipped valid.txt excerpt is the first 200 lines of the full one, so the default 50-line quality
+    // proxy is the same number offline as with --data: the dense model's value is its TRAINING.md figure's kin.
+    for (const m of [results.dense, ...results.variants]) {
+      assert.equal(m.quality?.kind, 'pseudo-perplexity');
+      assert.ok(Number.isFinite(m.quality.value) && m.quality.value > 1);
+    }
+    const s = dikeOffline('measure', '--benchmark', 'seat', '--limit', '5');
     assert.notEqual(s.code, 0);
     assert.equal(s.stderr.trimEnd().split('\n').length, 1);
-    assert.match(s.stderr, /dike data fetch stereoset/);
+    assert.match(s.stderr, /dike data fetch seat/);
   });
 });

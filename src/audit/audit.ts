@@ -63,8 +63,10 @@ export interface AuditRequest {
   alpha: number;
   limit?: number;
   threads?: number;
-  /** Lines of lm_corpus/valid.txt for held-out (pseudo-)perplexity; 0 = skip. */
+  /** Lines of the held-out text for (pseudo-)perplexity, from its start; 0 = skip. */
   qualityLines: number;
+  /** The held-out text (default: the data directory's lm_corpus/valid.txt). */
+  qualityFile?: string;
   onProgress?: (label: string, done: number, total: number) => void;
   log?: (line: string) => void;
 }
@@ -296,10 +298,12 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
   }
   const store = openStore(storePath(req.out));
   const dataHashes = new Map(plan.map(({ benchmark }) => [benchmark.name, hashDataFolder(req.dataDir, benchmark.dataset.folder)]));
+  const qualityFile = req.qualityFile ?? path.join(req.dataDir, 'lm_corpus', 'valid.txt');
   const qualityLines = req.qualityLines > 0 ? (() => {
-    const f = path.join(req.dataDir, 'lm_corpus', 'valid.txt');
-    if (!existsSync(f)) throw new DikeError(f, '', 'held-out text for the quality proxy is missing (set --quality-lines 0 to skip)');
-    return readFileSync(f, 'utf8').split('\n').filter((l) => l !== '').slice(0, req.qualityLines);
+    if (!existsSync(qualityFile)) throw new DikeError(qualityFile, '', 'held-out text for the quality proxy is missing (set --quality-lines 0 to skip)');
+    const lines = readFileSync(qualityFile, 'utf8').split('\n').filter((l) => l !== '');
+    if (lines.length < req.qualityLines) throw new DikeError(qualityFile, '', `the quality proxy asks for ${req.qualityLines} lines but the file has ${lines.length} (lower --quality-lines)`);
+    return lines.slice(0, req.qualityLines);
   })() : [];
   const qualityHash = sha256(qualityLines.join('\n'));
   try {
@@ -365,6 +369,8 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
       };
     });
     const data = [...dataHashes.values()].flatMap((h) => h.records);
+    // The held-out text of the quality proxy: the lines read (their SHA-256) and where they came from.
+    if (qualityLines.length > 0) data.push({ file: `${path.basename(path.dirname(qualityFile))}/${path.basename(qualityFile)} (first ${qualityLines.length} lines)`, sha256: qualityHash });
     const results: AuditResults = {
       tool: 'dike',
       version: dikeVersion(),

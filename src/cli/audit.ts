@@ -1,7 +1,6 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
-import { existsSync } from 'node:fs';
-import { embeddedDataDir, resolveModel } from '../embedded.js';
+import { corpusFile, embeddedDataDir, resolveModel } from '../embedded.js';
 import { resolveDataDir } from '../measure/data.js';
 import { parseVariant, runAudit, sweepVariants, type VariantSpec } from '../audit/audit.js';
 import type { AuditResults } from '../audit/types.js';
@@ -74,7 +73,7 @@ export const auditCommand = {
       if (!values.quiet) process.stderr.write(l + '\n');
     };
     if (model.embedded) say(`model: Dikē's embedded ${path.basename(model.dir)} (${model.dir})`);
-    if (embeddedData) say(`data: the embedded CrowS-Pairs only (pass --data <dir> or set DIKE_DATA for other benchmarks)`);
+    if (embeddedData) say(`data: the embedded CrowS-Pairs, StereoSet (intrasentence) and lm_corpus excerpt (pass --data <dir> or set DIKE_DATA for the other benchmarks and the full corpus)`);
     const benchmark = values.benchmark ?? 'crows-pairs';
     const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);
     if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed expects a non-negative integer, got "${values.seed}"`);
@@ -82,8 +81,9 @@ export const auditCommand = {
     if (resamples < 1000) throw new UsageError('--resamples must be at least 1000 for a 95% interval');
     const alpha = values.alpha === undefined ? 0.05 : Number(values.alpha);
     if (!(alpha > 0 && alpha < 1)) throw new UsageError(`--alpha expects a number in (0, 1), got "${values.alpha}"`);
+    const trainText = corpusFile('train', dataDir);
     const calibration = {
-      file: path.resolve(values.calibration ?? path.join(dataDir, 'lm_corpus', 'train.txt')),
+      file: path.resolve(values.calibration ?? trainText.file),
       samples: positiveInt(values['calibration-samples'], '--calibration-samples') ?? 32,
       seqLen: positiveInt(values['calibration-seq-len'], '--calibration-seq-len') ?? 64,
     };
@@ -91,13 +91,11 @@ export const auditCommand = {
       ...(values.sweep ?? []).flatMap((s) => sweepVariants(s, calibration, seed)),
       ...(values.variant ?? []).map((v) => parseVariant(v, calibration, seed)),
     ];
-    let qualityLines = values['quality-lines'] === undefined ? 50 : Number(values['quality-lines']);
-    const qualityText = path.join(dataDir, 'lm_corpus', 'valid.txt');
-    if (values['quality-lines'] === undefined && !existsSync(qualityText)) {
-      say(`quality proxy not measured: ${qualityText} is absent (give --data with lm_corpus to measure held-out perplexity)`);
-      qualityLines = 0;
-    }
+    const qualityLines = values['quality-lines'] === undefined ? 50 : Number(values['quality-lines']);
     if (!Number.isInteger(qualityLines) || qualityLines < 0) throw new UsageError(`--quality-lines expects a non-negative integer`);
+    const qualityText = corpusFile('valid', dataDir);
+    if (values.calibration === undefined && trainText.fallback) say(`calibration text: ${dataDir} has no lm_corpus/train.txt; using the embedded excerpt`);
+    if (qualityLines > 0 && qualityText.fallback) say(`quality proxy: ${dataDir} has no lm_corpus/valid.txt; using the embedded excerpt`);
     const progress = Progress.forCli(values.quiet);
     const threads = positiveInt(values.threads, '--threads');
     const limit = positiveInt(values.limit, '--limit');
@@ -114,6 +112,7 @@ export const auditCommand = {
       ...(limit !== undefined ? { limit } : {}),
       ...(threads !== undefined ? { threads } : {}),
       qualityLines,
+      qualityFile: qualityText.file,
       onProgress: (label, d, t) => progress.update(label, d, t),
       log: say,
     });

@@ -1,13 +1,14 @@
-import { resolveModel } from '../embedded.js';
+import { corpusFile, resolveModel } from '../embedded.js';
+import { resolveDataDir } from '../measure/data.js';
 import { parseArgs } from 'node:util';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { applyRecipe, parseRecipe, readRecipe, writeCompressed, type Recipe } from '../compress/recipe.js';
-import { METHODS } from '../compress/registry.js';
+import { findMethod, METHODS } from '../compress/registry.js';
 import { parsing, positiveInt, UsageError } from './args.js';
 
 const usage =
   'dike compress <model-dir> (--recipe recipe.yaml | --method <name> [--sparsity S] [--bits B] [--group-size G] [--pattern N:M] ' +
-  '[--global] [--opt key=value]… [--modules attention,ffn,head] [--layers 0,1,…]) [--calibration text-file] [--samples N] [--seq-len N] ' +
+  '[--global] [--opt key=value]… [--modules attention,ffn,head] [--layers 0,1,…]) [--calibration text-file] [--samples N] [--seq-len N] [--data <dir>] ' +
   '[--seed N] [--threads N] --out <dir>';
 
 /** The method flags map onto recipe option names (kebab-case → snake_case). */
@@ -28,15 +29,21 @@ export function recipeFromFlags(v: Record<string, string | boolean | string[] | 
   if (typeof v['layers'] === 'string') scope['layers'] = v['layers'].split(',').map(Number);
   if (Object.keys(scope).length > 0) step['scope'] = scope;
   const doc: Record<string, unknown> = { seed: v['seed'] !== undefined ? Number(v['seed']) : 0, steps: [step] };
-  if (typeof v['calibration'] === 'string') {
+  const needsCalibration = findMethod(method)?.needsCalibration === true;
+  if (typeof v['calibration'] === 'string' || needsCalibration) {
     doc['calibration'] = {
-      file: v['calibration'],
+      // Default: lm_corpus/train.txt of the data directory (--data / DIKE_DATA), else the shipped excerpt.
+      file: typeof v['calibration'] === 'string' ? v['calibration'] : defaultCalibrationFile(v['data'] as string | undefined),
       samples: v['samples'] !== undefined ? Number(v['samples']) : 128,
       seq_len: v['seq-len'] !== undefined ? Number(v['seq-len']) : 128,
     };
   }
   // Same validation as a recipe file; relative calibration paths resolve against the working directory.
   return parseRecipe(JSON.stringify(doc), 'command-line.json');
+}
+
+function defaultCalibrationFile(dataArg: string | undefined): string {
+  return corpusFile('train', resolveDataDir(dataArg, { embedded: true })).file;
 }
 
 export const compressCommand = {
@@ -62,6 +69,7 @@ export const compressCommand = {
           calibration: { type: 'string' },
           samples: { type: 'string' },
           'seq-len': { type: 'string' },
+          data: { type: 'string' },
           seed: { type: 'string' },
           threads: { type: 'string' },
           out: { type: 'string' },
@@ -73,6 +81,10 @@ export const compressCommand = {
     if ((values.recipe === undefined) === (values.method === undefined)) throw new UsageError(`give --recipe or --method\nusage: ${usage}`);
     const threads = positiveInt(values.threads, '--threads');
     const recipe = values.recipe !== undefined ? readRecipe(values.recipe) : recipeFromFlags(values);
+    // A recipe that names no calibration text gets the default one (recorded in compression.json).
+    if (recipe.calibration === undefined && recipe.steps.some((st) => findMethod(st.method)?.needsCalibration)) {
+      recipe.calibration = { file: defaultCalibrationFile(values.data), samples: 128, seqLen: 128 };
+    }
     const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
     const result = await applyRecipe(ckpt, recipe, threads !== undefined ? { threads } : {});
     writeCompressed(ckpt, result, recipe, values.out);

@@ -40,7 +40,7 @@ export function sampleCalibration(ckpt: Pick<Checkpoint, 'tokenizer' | 'task' | 
   try {
     text = readFileSync(spec.file, 'utf8');
   } catch (e) {
-    throw new DikeError(spec.file, '', `calibration text: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (e as Error).message}`);
+    throw new DikeError(spec.file, '', `calibration text (--calibration): ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (e as Error).message}`);
   }
   const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
   if (lines.length === 0) throw new DikeError(spec.file, '', 'calibration text is empty');

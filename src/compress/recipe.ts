@@ -23,7 +23,7 @@ import { resolveArchitecture } from '../model/arch/registry.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
 import { ConfigReader } from '../model/config.js';
 import { fromFloat32, serializeSafetensors, type RawTensor } from '../model/safetensors.js';
-import { sha256Bytes } from '../measure/data.js';
+import { sha256Bytes, sha256File } from '../measure/data.js';
 import { dikeVersion } from '../version.js';
 import { inputStats, sampleCalibration, type CalibrationSet, type CalibrationSpec } from './calibrate.js';
 import { findMethod, METHODS } from './registry.js';
@@ -187,7 +187,7 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
   let calibration: CalibrationSet | undefined;
   const calibrationSet = (): CalibrationSet => {
     if (calibration !== undefined) return calibration;
-    if (recipe.calibration === undefined) throw new DikeError('recipe', '"calibration"', 'a method in this recipe needs calibration text: give calibration.file (e.g. lm_corpus/train.txt)');
+    if (recipe.calibration === undefined) throw new DikeError('recipe', '"calibration"', 'a method in this recipe needs calibration text: give --calibration <text file> (or calibration.file in a recipe)');
     const spec: CalibrationSpec = { ...recipe.calibration, seed: recipe.seed };
     return (calibration = sampleCalibration(ckpt, spec));
   };
@@ -285,7 +285,7 @@ export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, rec
     source: { dir: ckpt.dir, architecture: ckpt.hfClass },
     recipe: {
       seed: recipe.seed,
-      ...(recipe.calibration ? { calibration: { ...recipe.calibration, file: path.basename(recipe.calibration.file) } } : {}),
+      ...(recipe.calibration ? { calibration: { ...recipe.calibration, file: path.basename(recipe.calibration.file), file_sha256: sha256File(recipe.calibration.file) } } : {}),
       steps: recipe.steps.map((s, i) => ({
         method: s.method,
         ...findMethod(s.method)!.parseOptions(s.options, `step ${i + 1}`),
