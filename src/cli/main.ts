@@ -61,11 +61,43 @@ function oneLine(e: unknown): string {
   return `dike: internal error: ${msg.split('\n')[0]} (set DIKE_DEBUG=1 for a stack trace)`;
 }
 
+/**
+ * Exit with `code` once everything written to stdout and stderr has reached the kernel. A pipe is
+ * asynchronous in Node: `process.exit` straight after a large write would cut the output at the pipe's
+ * buffer (64 KiB) for every reader slower than us. A reader that goes away (EPIPE, e.g. `| head`) ends
+ * the wait instead of raising.
+ */
+function exitWhenFlushed(code: number): void {
+  process.exitCode = code;
+  const streams = [process.stdout, process.stderr];
+  let pending = streams.length;
+  const done = (): void => {
+    if (--pending === 0) process.exit(code);
+  };
+  for (const s of streams) {
+    let finished = false;
+    const finish = (): void => {
+      if (!finished) {
+        finished = true;
+        done();
+      }
+    };
+    s.on('error', finish);
+    if (s.writableLength === 0) finish();
+    else s.once('drain', finish);
+  }
+}
+
+// A reader that closes the pipe early (`dike … | head`) ends the command quietly, as SIGPIPE would.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+});
+
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => exitWhenFlushed(code),
   (e: unknown) => {
     process.stderr.write(oneLine(e) + '\n');
     if (process.env['DIKE_DEBUG'] && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');
-    process.exit(e instanceof UsageError ? 2 : 1);
+    exitWhenFlushed(e instanceof UsageError ? 2 : 1);
   },
 );
