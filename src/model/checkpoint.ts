@@ -7,7 +7,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DikeError } from '../errors.js';
 import { ConfigReader, readJsonObject } from './config.js';
-import { readSafetensors, toFloat32, type DType } from './safetensors.js';
+import { readSafetensors, toFloat32, type DType, type RawTensor } from './safetensors.js';
 import { resolveArchitecture, type ResolvedArchitecture } from './arch/registry.js';
 import { loadTokenizer, type Tokenizer } from './tokenizer.js';
 import { GraphBuilder, type WeightSource } from './graph/build.js';
@@ -94,9 +94,7 @@ export function readParams(dir: string): { params: Map<string, Param>; files: st
         }
       }
       bytes += t.bytes.byteLength;
-      const data = toFloat32(t);
-      checkFinite(file, name, data);
-      params.set(name, { shape: t.shape, data, dtype: t.dtype, file });
+      params.set(name, tensorParam(file, name, t));
     }
   }
   if (index) {
@@ -105,6 +103,13 @@ export function readParams(dir: string): { params: Map<string, Param>; files: st
     }
   }
   return { params, files, bytes };
+}
+
+/** One stored tensor as a parameter: float32, and finite (refused at load otherwise, naming the tensor). */
+export function tensorParam(file: string, name: string, t: RawTensor): Param {
+  const data = toFloat32(t);
+  checkFinite(file, name, data);
+  return { shape: t.shape, data, dtype: t.dtype, file };
 }
 
 /** NaN or ±Inf in a weight makes every score NaN without an error: refuse it at load, naming the tensor. */
