@@ -44,5 +44,5 @@ for (const model of ['small-bert-mlm', 'small-gpt2']) {
 it('names an unknown benchmark in one line', () => {
   const r = spawnSync(process.execPath, [CLI, 'measure', modelDir('small-gpt2'), '--benchmark', 'crows-pairs,wino', '--data', DATA], { encoding: 'utf8' });
   assert.notEqual(r.status, 0);
-  assert.match(r.stderr.trim(), /^dike: --benchmark: unknown benchmark "wino" \(available: crows-pairs, stereoset, seat, winobias, bbq\)$/);
+  assert.match(r.stderr.trim(), /^dike measure: --benchmark: unknown item "wino" \(expected a comma-separated list of crows-pairs, stereoset, seat, winobias, bbq\) \(see dike measure --help\)$/);
 });

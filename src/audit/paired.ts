@@ -19,7 +19,7 @@
  * Each probability is then accurate to a few ulps for any n, with no overflow and no lgamma
  * differences of numbers near 10⁶, so McNemar's and Fisher's tests work for n up to 10⁵ and beyond.
  */
-import { Rng } from '../measure/stats/rng.js';
+import { Rng } from '../util/rng.js';
 import { quantile } from '../measure/stats/bootstrap.js';
 import { DikeError } from '../errors.js';
 import type { ItemScore } from '../measure/types.js';

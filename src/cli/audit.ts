@@ -1,17 +1,40 @@
-import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { corpusFile, embeddedDataDir, resolveModel } from '../embedded.js';
 import { resolveDataDir } from '../measure/data.js';
 import { parseVariant, runAudit, sweepVariants, type VariantSpec } from '../audit/audit.js';
 import type { AuditResults } from '../audit/types.js';
 import { DEFAULT_RESAMPLES, DEFAULT_SEED } from '../measure/stats/bootstrap.js';
-import { parsing, positiveInt, UsageError } from './args.js';
 import { Progress } from './progress.js';
+import { parseFlags, type CommandSpec } from './flags.js';
+import { DATA_FLAG, LIMIT_FLAG, RESAMPLES_FLAG, SEED_FLAG, THREADS_FLAG } from './common-flags.js';
+import { BENCHMARKS } from '../measure/registry.js';
+import { MAX_CALIBRATION_SAMPLES, MAX_CALIBRATION_SEQ_LEN } from '../compress/calibration-types.js';
 
-const usage =
-  'dike audit [--model <dir|dike-bert-mini|dike-gpt2-mini>] (--variant <recipe.yaml|method:key=value,…|compressed-dir>)… [--sweep "magnitude:0.1,0.3,0.5"]… ' +
-  '[--benchmark <names>] [--scorer <name>] [--data <dir>] --out <dir> [--limit N] [--seed N] [--resamples N] [--alpha A] ' +
-  '[--calibration text] [--calibration-samples N] [--calibration-seq-len N] [--quality-lines N] [--threads N] [--json] [--quiet]';
+const spec: CommandSpec = {
+  name: 'audit',
+  summary: 'dense vs compressed: bias benchmarks paired item by item, CIEs, resumable store, report.html',
+  flags: {
+    model: { type: 'string', value: '<dir|dike-bert-mini|dike-gpt2-mini>', help: 'the dense model (default dike-bert-mini)' },
+    variant: { type: 'string', value: '<recipe.yaml|method:key=value,…|compressed-dir>', multiple: true, help: 'a compressed variant' },
+    sweep: { type: 'string', value: '"magnitude:0.1,0.3,0.5"', multiple: true, help: "one variant per value of a method's main knob" },
+    benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
+    scorer: { type: 'string', value: '<name>', help: 'how items are scored (see dike measure --help)' },
+    data: DATA_FLAG,
+    out: { type: 'string', value: '<dir>', required: true, help: 'report.html, results.json, dike.sqlite and variants/ go here (resumable)' },
+    limit: LIMIT_FLAG,
+    seed: { ...SEED_FLAG, default: DEFAULT_SEED },
+    resamples: { ...RESAMPLES_FLAG, default: DEFAULT_RESAMPLES },
+    alpha: { type: 'number', min: 0, max: 1, exclusiveMin: true, exclusiveMax: true, default: 0.05, help: 'significance level (Holm–Bonferroni across groups)' },
+    calibration: { type: 'string', value: 'text', help: 'calibration text for calibrated methods (default <data>/lm_corpus/train.txt, else the shipped excerpt)' },
+    'calibration-samples': { type: 'int', min: 1, max: MAX_CALIBRATION_SAMPLES, default: 32, help: 'calibration sequences' },
+    'calibration-seq-len': { type: 'int', min: 4, max: MAX_CALIBRATION_SEQ_LEN, default: 64, help: 'tokens per calibration sequence' },
+    'quality-lines': { type: 'int', min: 0, default: 50, help: 'held-out lines of lm_corpus/valid.txt (<data>, else the shipped excerpt) for the quality proxy (0: skip)' },
+    threads: THREADS_FLAG,
+    json: { type: 'boolean', help: 'print results.json to stdout' },
+    quiet: { type: 'boolean', help: 'no progress or summary' },
+  },
+  notes: ['Give at least one --variant or --sweep.'],
+};
 
 function fmt(x: number, d = 2): string {
   return Number.isFinite(x) ? x.toFixed(d) : 'n/a';
@@ -34,78 +57,51 @@ export function summaryTable(r: AuditResults, color: boolean): string {
 }
 
 export const auditCommand = {
-  summary: 'dense vs compressed: bias benchmarks paired item by item, CIEs, resumable store, report.html',
-  usage,
+  spec,
   async run(argv: string[]): Promise<void> {
-    const { values } = parsing(usage, () =>
-      parseArgs({
-        args: argv,
-        allowPositionals: false,
-        strict: true,
-        options: {
-          model: { type: 'string' },
-          variant: { type: 'string', multiple: true },
-          sweep: { type: 'string', multiple: true },
-          benchmark: { type: 'string' },
-          scorer: { type: 'string' },
-          data: { type: 'string' },
-          out: { type: 'string' },
-          limit: { type: 'string' },
-          seed: { type: 'string' },
-          resamples: { type: 'string' },
-          alpha: { type: 'string' },
-          calibration: { type: 'string' },
-          'calibration-samples': { type: 'string' },
-          'calibration-seq-len': { type: 'string' },
-          'quality-lines': { type: 'string' },
-          threads: { type: 'string' },
-          json: { type: 'boolean' },
-          quiet: { type: 'boolean' },
-        },
-      }),
-    );
-    if (values.out === undefined) throw new UsageError(`--out is required\nusage: ${usage}`);
-    if ((values.variant ?? []).length + (values.sweep ?? []).length === 0) throw new UsageError(`give at least one --variant or --sweep\nusage: ${usage}`);
-    const model = resolveModel(values.model);
-    const dataDir = resolveDataDir(values.data, { embedded: true });
+    // Everything is validated before anything is printed or computed.
+    const args = parseFlags(spec, argv);
+    const out = args.str('out')!;
+    const quiet = args.bool('quiet');
+    if (args.all('variant').length + args.all('sweep').length === 0) throw args.error('--variant/--sweep', 'give at least one --variant or --sweep');
+    const model = resolveModel(args.str('model'));
+    const dataDir = resolveDataDir(args.str('data'), { embedded: true });
     const embeddedData = path.resolve(dataDir) === path.resolve(embeddedDataDir());
+    const seed = args.num('seed')!;
+    const resamples = args.num('resamples')!;
+    const alpha = args.num('alpha')!;
+    const calibrationFile = args.str('calibration');
+    const trainText = corpusFile('train', dataDir);
+    const calibration = {
+      file: path.resolve(calibrationFile ?? trainText.file),
+      samples: args.num('calibration-samples')!,
+      seqLen: args.num('calibration-seq-len')!,
+    };
+    const variants: VariantSpec[] = [
+      ...args.all('sweep').flatMap((s) => sweepVariants(s, calibration, seed)),
+      ...args.all('variant').map((v) => parseVariant(v, calibration, seed)),
+    ];
+    const qualityText = corpusFile('valid', dataDir);
+    const qualityLines = args.num('quality-lines')!;
+    const threads = args.num('threads');
+    const limit = args.num('limit');
+    const benchmarks = args.list('benchmark')!;
+    const scorer = args.str('scorer');
     const say = (l: string): void => {
-      if (!values.quiet) process.stderr.write(l + '\n');
+      if (!quiet) process.stderr.write(l + '\n');
     };
     if (model.embedded) say(`model: Dikē's embedded ${path.basename(model.dir)} (${model.dir})`);
     if (embeddedData) say(`data: the embedded CrowS-Pairs, StereoSet (intrasentence) and lm_corpus excerpt (pass --data <dir> or set DIKE_DATA for the other benchmarks and the full corpus)`);
-    const benchmark = values.benchmark ?? 'crows-pairs';
-    const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);
-    if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed expects a non-negative integer, got "${values.seed}"`);
-    const resamples = positiveInt(values.resamples, '--resamples') ?? DEFAULT_RESAMPLES;
-    if (resamples < 1000) throw new UsageError('--resamples must be at least 1000 for a 95% interval');
-    const alpha = values.alpha === undefined ? 0.05 : Number(values.alpha);
-    if (!(alpha > 0 && alpha < 1)) throw new UsageError(`--alpha expects a number in (0, 1), got "${values.alpha}"`);
-    const trainText = corpusFile('train', dataDir);
-    const calibration = {
-      file: path.resolve(values.calibration ?? trainText.file),
-      samples: positiveInt(values['calibration-samples'], '--calibration-samples') ?? 32,
-      seqLen: positiveInt(values['calibration-seq-len'], '--calibration-seq-len') ?? 64,
-    };
-    const variants: VariantSpec[] = [
-      ...(values.sweep ?? []).flatMap((s) => sweepVariants(s, calibration, seed)),
-      ...(values.variant ?? []).map((v) => parseVariant(v, calibration, seed)),
-    ];
-    const qualityLines = values['quality-lines'] === undefined ? 50 : Number(values['quality-lines']);
-    if (!Number.isInteger(qualityLines) || qualityLines < 0) throw new UsageError(`--quality-lines expects a non-negative integer`);
-    const qualityText = corpusFile('valid', dataDir);
-    if (values.calibration === undefined && trainText.fallback) say(`calibration text: ${dataDir} has no lm_corpus/train.txt; using the embedded excerpt`);
+    if (calibrationFile === undefined && trainText.fallback) say(`calibration text: ${dataDir} has no lm_corpus/train.txt; using the embedded excerpt`);
     if (qualityLines > 0 && qualityText.fallback) say(`quality proxy: ${dataDir} has no lm_corpus/valid.txt; using the embedded excerpt`);
-    const progress = Progress.forCli(values.quiet);
-    const threads = positiveInt(values.threads, '--threads');
-    const limit = positiveInt(values.limit, '--limit');
+    const progress = Progress.forCli(quiet);
     const results = await runAudit({
       model: model.dir,
       variants,
-      benchmarks: benchmark.split(',').map((s) => s.trim()).filter((s) => s !== ''),
-      ...(values.scorer !== undefined ? { scorer: values.scorer } : {}),
+      benchmarks,
+      ...(scorer !== undefined ? { scorer } : {}),
       dataDir,
-      out: values.out,
+      out,
       seed,
       resamples,
       alpha,
@@ -116,9 +112,9 @@ export const auditCommand = {
       onProgress: (label, d, t) => progress.update(label, d, t),
       log: say,
     });
-    if (values.json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
-    else if (!values.quiet) {
-      process.stdout.write(summaryTable(results, process.stdout.isTTY === true) + `\n\nreport: ${path.join(values.out, 'report.html')}\nresults: ${path.join(values.out, 'results.json')}\n`);
+    if (args.bool('json')) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    else if (!quiet) {
+      process.stdout.write(summaryTable(results, process.stdout.isTTY === true) + `\n\nreport: ${path.join(out, 'report.html')}\nresults: ${path.join(out, 'results.json')}\n`);
     }
   },
 };

@@ -1,12 +1,22 @@
 import { resolveModel } from '../embedded.js';
 import { renameSync, writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { exportOnnx } from '../runtime/export.js';
-import { executionFlag, parsing, UsageError } from './args.js';
+import { parseFlags, type CommandSpec } from './flags.js';
+import { EXECUTION_FLAG } from './common-flags.js';
 
-const usage = 'dike export <model-dir> --out model.onnx [--execution simulated|deployed] [--accuracy-level 0-4] [--int8-kernel DynamicQuantizeMatMul|MatMulInteger]';
+const spec: CommandSpec = {
+  name: 'export',
+  summary: 'write a model as ONNX files (body → hidden states, head → logits), simulated or on integer kernels',
+  positionals: { usage: '<model-dir>', min: 1, max: 1 },
+  flags: {
+    out: { type: 'string', value: 'model.onnx', required: true, help: 'the body file; the head goes beside it as <name>.head.onnx' },
+    execution: EXECUTION_FLAG,
+    'accuracy-level': { type: 'int', min: 0, max: 4, help: 'MatMulNBits accuracy level (deployed 4-bit)' },
+    'int8-kernel': { type: 'enum', choices: ['DynamicQuantizeMatMul', 'MatMulInteger'], help: 'kernel for deployed 8-bit matrices' },
+  },
+};
 
 /** The head file beside the body file: model.onnx → model.head.onnx. */
 export function headPath(out: string): string {
@@ -24,40 +34,24 @@ function writeAtomic(file: string, bytes: Uint8Array): void {
 }
 
 export const exportCommand = {
-  summary: 'write a model as ONNX files (body → hidden states, head → logits), simulated or on integer kernels',
-  usage,
+  spec,
   async run(argv: string[]): Promise<void> {
-    const { values, positionals } = parsing(usage, () =>
-      parseArgs({
-        args: argv,
-        allowPositionals: true,
-        strict: true,
-        options: {
-          out: { type: 'string' },
-          execution: { type: 'string' },
-          'accuracy-level': { type: 'string' },
-          'int8-kernel': { type: 'string' },
-        },
-      }),
-    );
-    if (positionals.length !== 1) throw new UsageError(`expected one model directory\nusage: ${usage}`);
-    if (values.out === undefined) throw new UsageError(`--out is required\nusage: ${usage}`);
-    const execution = executionFlag(values.execution);
-    const level = values['accuracy-level'] === undefined ? undefined : Number(values['accuracy-level']);
-    if (level !== undefined && !(Number.isInteger(level) && level >= 0 && level <= 4)) throw new UsageError(`--accuracy-level expects 0…4, got "${values['accuracy-level']}"`);
-    const kernel = values['int8-kernel'];
-    if (kernel !== undefined && kernel !== 'DynamicQuantizeMatMul' && kernel !== 'MatMulInteger') throw new UsageError(`--int8-kernel expects DynamicQuantizeMatMul or MatMulInteger, got "${kernel}"`);
-    const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
+    const args = parseFlags(spec, argv);
+    const out = args.str('out')!;
+    const execution = args.str('execution') as 'simulated' | 'deployed';
+    const level = args.num('accuracy-level');
+    const kernel = args.str('int8-kernel') as 'DynamicQuantizeMatMul' | 'MatMulInteger' | undefined;
+    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
     const exported = exportOnnx(ckpt, {
       execution,
       deploy: { ...(level !== undefined ? { accuracyLevel: level } : {}), ...(kernel !== undefined ? { int8Kernel: kernel } : {}) },
     });
-    const head = headPath(values.out);
-    writeAtomic(values.out, exported.body);
+    const head = headPath(out);
+    writeAtomic(out, exported.body);
     writeAtomic(head, exported.head);
     const kernels = Object.entries(exported.kernels).map(([k, n]) => `${n} ${k}`).join(', ');
     process.stdout.write(
-      `wrote ${values.out} (input_ids, attention_mask → hidden.0…hidden.${ckpt.shape.numLayers}) and ${head} (rows → logits), ${execution}: ${kernels}\n`,
+      `wrote ${out} (input_ids, attention_mask → hidden.0…hidden.${ckpt.shape.numLayers}) and ${head} (rows → logits), ${execution}: ${kernels}\n`,
     );
   },
 };

@@ -4,10 +4,14 @@ import path from 'node:path';
 import { describeModel, type ModelDescription } from '../model/describe.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { QUANTIZATION_FILE, readQuantizationInfo } from '../runtime/deploy.js';
-import { parseArgs } from 'node:util';
-import { parsing, UsageError } from './args.js';
+import { parseFlags, type CommandSpec } from './flags.js';
 
-const usage = 'dike inspect <model-dir> [--json]';
+const spec: CommandSpec = {
+  name: 'inspect',
+  summary: 'architecture, size on disk and in memory, layers, heads, sparsity and quantization per matrix',
+  positionals: { usage: '<model-dir>', min: 1, max: 1, help: 'a Hugging Face model directory, or dike-bert-mini / dike-gpt2-mini' },
+  flags: { json: { type: 'boolean', help: 'print the description as JSON' } },
+};
 
 function human(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB'];
@@ -54,17 +58,13 @@ function print(d: ModelDescription): string {
 }
 
 export const inspectCommand = {
-  summary: 'architecture, size on disk and in memory, layers, heads, sparsity and quantization per matrix',
-  usage,
+  spec,
   async run(argv: string[]): Promise<void> {
-    const { values, positionals } = parsing(usage, () =>
-      parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true }),
-    );
-    if (positionals.length !== 1) throw new UsageError(`expected one model directory\nusage: ${usage}`);
-    const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
+    const args = parseFlags(spec, argv);
+    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
     const matrices = readQuantizationInfo(ckpt.dir);
     const file = path.join(ckpt.dir, QUANTIZATION_FILE);
     const d = describeModel(ckpt, matrices ? { file, bytes: statSync(file).size, matrices } : undefined);
-    process.stdout.write((values.json ? JSON.stringify(d, null, 2) : print(d)) + '\n');
+    process.stdout.write((args.bool('json') ? JSON.stringify(d, null, 2) : print(d)) + '\n');
   },
 };

@@ -4,10 +4,23 @@ import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { ModelRunner } from '../runtime/session.js';
 import { scoreTexts, type TextScore } from '../score/text.js';
-import { parseArgs } from 'node:util';
-import { executionFlag, parsing, positiveInt, UsageError } from './args.js';
+import { parseFlags, type CommandSpec } from './flags.js';
+import { EXECUTION_FLAG, THREADS_FLAG } from './common-flags.js';
 
-const usage = 'dike logprobs <model-dir> (--text "…" … | --file sentences.txt) [--json] [--threads N] [--max-tokens N] [--execution simulated|deployed]';
+const spec: CommandSpec = {
+  name: 'logprobs',
+  summary: 'per-token log-probabilities of sentences (causal: log P(t | BOS, prefix); masked: pseudo-log-likelihood)',
+  positionals: { usage: '<model-dir>', min: 1, max: 1, help: 'a Hugging Face model directory, or dike-bert-mini / dike-gpt2-mini' },
+  flags: {
+    text: { type: 'string', value: '"…"', multiple: true, help: 'a sentence to score' },
+    file: { type: 'string', value: 'sentences.txt', help: 'score every non-blank line of a file' },
+    json: { type: 'boolean', help: 'print JSON (text, tokens, ids, positions, logprobs, total per sentence)' },
+    threads: THREADS_FLAG,
+    'max-tokens': { type: 'int', min: 1, help: 'refuse sentences longer than this many tokens' },
+    execution: EXECUTION_FLAG,
+  },
+  notes: ['Give --text (one or more) or --file, not both.'],
+};
 
 /** One sentence per line; blank lines are not sentences. Keeps each sentence's line number. */
 export function readSentences(file: string): { text: string; line: number }[] {
@@ -32,47 +45,32 @@ function printText(s: TextScore & { line?: number }): string {
 }
 
 export const logprobsCommand = {
-  summary: 'per-token log-probabilities of sentences (causal: log P(t | BOS, prefix); masked: pseudo-log-likelihood)',
-  usage,
+  spec,
   async run(argv: string[]): Promise<void> {
-    const { values, positionals } = parsing(usage, () =>
-      parseArgs({
-        args: argv,
-        allowPositionals: true,
-        strict: true,
-        options: {
-        text: { type: 'string', multiple: true },
-        file: { type: 'string' },
-        json: { type: 'boolean' },
-        threads: { type: 'string' },
-        'max-tokens': { type: 'string' },
-        execution: { type: 'string' },
-        },
-      }),
-    );
-    if (positionals.length !== 1) throw new UsageError(`expected one model directory\nusage: ${usage}`);
-    const texts = values.text ?? [];
-    if ((texts.length > 0) === (values.file !== undefined)) throw new UsageError(`give --text (one or more) or --file, not both\nusage: ${usage}`);
-    const items = values.file !== undefined ? readSentences(values.file) : texts.map((text) => ({ text, line: undefined }));
-    const threads = positiveInt(values.threads, '--threads');
-    const maxTokens = positiveInt(values['max-tokens'], '--max-tokens');
-    const execution = executionFlag(values.execution);
-    const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
+    const args = parseFlags(spec, argv);
+    const texts = args.all('text');
+    const file = args.str('file');
+    if ((texts.length > 0) === (file !== undefined)) throw args.error('--text/--file', 'give --text (one or more) or --file, not both');
+    const threads = args.num('threads');
+    const maxTokens = args.num('max-tokens');
+    const execution = args.str('execution') as 'simulated' | 'deployed';
+    const items = file !== undefined ? readSentences(file) : texts.map((text) => ({ text, line: undefined }));
+    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
     const runner = await ModelRunner.create(ckpt, { execution, ...(threads !== undefined ? { threads } : {}) });
     let scores: TextScore[];
     try {
       scores = await scoreTexts(ckpt, runner, items.map((i) => i.text), maxTokens !== undefined ? { maxTokens } : {});
     } catch (e) {
       // Name the input line, not the internal index, when the sentences came from a file.
-      if (e instanceof DikeError && values.file !== undefined && /^text \d+$/.test(e.place)) {
+      if (e instanceof DikeError && file !== undefined && /^text \d+$/.test(e.place)) {
         const line = items[Number(e.place.slice(5)) - 1]!.line;
-        throw new DikeError(values.file, `line ${line}`, e.problem);
+        throw new DikeError(file, `line ${line}`, e.problem);
       }
       throw e;
     } finally {
       await runner.dispose();
     }
     const out = scores.map((s, i) => ({ ...(items[i]!.line !== undefined ? { line: items[i]!.line } : {}), ...s }));
-    process.stdout.write((values.json ? JSON.stringify(out, null, 2) : out.map(printText).join('\n\n')) + '\n');
+    process.stdout.write((args.bool('json') ? JSON.stringify(out, null, 2) : out.map(printText).join('\n\n')) + '\n');
   },
 };

@@ -1,4 +1,3 @@
-import { parseArgs } from 'node:util';
 import { renameSync, writeFileSync } from 'node:fs';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -8,12 +7,28 @@ import { resolveModel } from '../embedded.js';
 import { BENCHMARKS } from '../measure/registry.js';
 import { measure, planMeasure, type MeasureReport } from '../measure/run.js';
 import type { ScoreCI } from '../measure/types.js';
-import { executionFlag, parsing, positiveInt, UsageError } from './args.js';
 import { Progress } from './progress.js';
+import { parseFlags, type CommandSpec } from './flags.js';
+import { DATA_FLAG, EXECUTION_FLAG, LIMIT_FLAG, RESAMPLES_FLAG, SEED_FLAG, THREADS_FLAG } from './common-flags.js';
 
-const usage =
-  'dike measure [<model-dir>|dike-bert-mini|dike-gpt2-mini] [--benchmark <name>[,<name>…] (default crows-pairs)] [--scorer <name>] [--data <dir>] [--json] [--out <file>] ' +
-  '[--limit N] [--seed N] [--resamples N] [--threads N] [--execution simulated|deployed] [--quiet]';
+const spec: CommandSpec = {
+  name: 'measure',
+  summary: `bias benchmarks with 95% bootstrap intervals (${BENCHMARKS.map((b) => b.name).join(', ')})`,
+  positionals: { usage: '[<model-dir>|dike-bert-mini|dike-gpt2-mini]', min: 0, max: 1, help: 'the model (default dike-bert-mini)' },
+  flags: {
+    benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
+    scorer: { type: 'string', value: '<name>', help: `how items are scored (${BENCHMARKS.map((b) => `${b.name}: ${Object.keys(b.scorers).join("|")}`).join('; ')})` },
+    data: DATA_FLAG,
+    json: { type: 'boolean', help: 'print the report as JSON' },
+    out: { type: 'string', value: '<file>', help: 'also write the JSON report to a file' },
+    limit: LIMIT_FLAG,
+    seed: SEED_FLAG,
+    resamples: RESAMPLES_FLAG,
+    threads: THREADS_FLAG,
+    execution: EXECUTION_FLAG,
+    quiet: { type: 'boolean', help: 'no progress bar' },
+  },
+};
 
 function fmt(x: number): string {
   return Number.isFinite(x) ? x.toFixed(2) : 'n/a';
@@ -36,49 +51,29 @@ export function formatReport(r: MeasureReport): string {
 }
 
 export const measureCommand = {
-  summary: `bias benchmarks with 95% bootstrap intervals (${BENCHMARKS.map((b) => b.name).join(', ')})`,
-  usage,
+  spec,
   async run(argv: string[]): Promise<void> {
-    const { values, positionals } = parsing(usage, () =>
-      parseArgs({
-        args: argv,
-        allowPositionals: true,
-        strict: true,
-        options: {
-          benchmark: { type: 'string' },
-          scorer: { type: 'string' },
-          data: { type: 'string' },
-          json: { type: 'boolean' },
-          out: { type: 'string' },
-          limit: { type: 'string' },
-          seed: { type: 'string' },
-          resamples: { type: 'string' },
-          threads: { type: 'string' },
-          execution: { type: 'string' },
-          quiet: { type: 'boolean' },
-        },
-      }),
-    );
-    if (positionals.length > 1) throw new UsageError(`expected at most one model directory\nusage: ${usage}`);
-    const benchmarks = (values.benchmark ?? 'crows-pairs').split(',').map((s) => s.trim()).filter((s) => s !== '');
-    const seed = values.seed === undefined ? undefined : Number(values.seed);
-    if (seed !== undefined && (!Number.isInteger(seed) || seed < 0)) throw new UsageError(`--seed expects a non-negative integer, got "${values.seed}"`);
-    const limit = positiveInt(values.limit, '--limit');
-    const resamples = positiveInt(values.resamples, '--resamples');
-    const threads = positiveInt(values.threads, '--threads');
-    const execution = executionFlag(values.execution);
-    const dataDir = resolveDataDir(values.data, { embedded: true });
-    const ckpt = loadCheckpoint(resolveModel(positionals[0]).dir);
+    const args = parseFlags(spec, argv);
+    const benchmarks = args.list('benchmark')!;
+    const seed = args.num('seed');
+    const limit = args.num('limit');
+    const resamples = args.num('resamples');
+    const threads = args.num('threads');
+    const execution = args.str('execution') as 'simulated' | 'deployed';
+    const scorer = args.str('scorer');
+    const out = args.str('out');
+    const dataDir = resolveDataDir(args.str('data'), { embedded: true });
+    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]).dir);
     const request = {
       benchmarks,
       dataDir,
-      ...(values.scorer !== undefined ? { scorer: values.scorer } : {}),
+      ...(scorer !== undefined ? { scorer } : {}),
       ...(seed !== undefined ? { seed } : {}),
       ...(resamples !== undefined ? { resamples } : {}),
       ...(limit !== undefined ? { limit } : {}),
     };
     planMeasure(ckpt, request); // fail on a bad name before loading the runtime
-    const progress = Progress.forCli(values.quiet);
+    const progress = Progress.forCli(args.bool('quiet'));
     const runner = await ModelRunner.create(ckpt, { execution, ...(threads !== undefined ? { threads } : {}) });
     let report: MeasureReport;
     try {
@@ -87,15 +82,15 @@ export const measureCommand = {
       await runner.dispose();
     }
     const json = JSON.stringify(report, null, 2) + '\n';
-    if (values.out !== undefined) {
-      const tmp = `${values.out}.tmp-${process.pid}`;
+    if (out !== undefined) {
+      const tmp = `${out}.tmp-${process.pid}`;
       try {
         writeFileSync(tmp, json);
-        renameSync(tmp, values.out);
+        renameSync(tmp, out);
       } catch (e) {
-        throw new DikeError(values.out, '', `cannot write: ${(e as Error).message}`);
+        throw new DikeError(out, '', `cannot write: ${(e as Error).message}`);
       }
     }
-    process.stdout.write(values.json ? json : formatReport(report) + '\n');
+    process.stdout.write(args.bool('json') ? json : formatReport(report) + '\n');
   },
 };

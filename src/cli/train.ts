@@ -3,126 +3,157 @@
  */
 import { resolveModel } from '../embedded.js';
 import * as path from 'node:path';
-import { parseArgs } from 'node:util';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { readJsonObject } from '../model/config.js';
 import { initFromConfig, parseStudent, studentFromLayers, type TrainableModel } from '../train/init.js';
-import { train, type StepLog, type TrainSettings } from '../train/loop.js';
+import { frozenSelector, train, type StepLog, type TrainSettings } from '../train/loop.js';
 import type { DistillTerms } from '../train/step.js';
 import type { Objective } from '../train/corpus.js';
-import { parsing, UsageError } from './args.js';
+import { convertValue, parseFlags, type CommandSpec, type FlagSpec, type FlagValue, type Parsed } from './flags.js';
+import { SEED_FLAG, THREADS_FLAG } from './common-flags.js';
 
-const TRAIN_FLAGS = {
-  recipe: { type: 'string' },
-  data: { type: 'string' },
-  out: { type: 'string' },
-  objective: { type: 'string' },
-  seq: { type: 'string' },
-  batch: { type: 'string' },
-  steps: { type: 'string' },
-  lr: { type: 'string' },
-  warmup: { type: 'string' },
-  decay: { type: 'string' },
-  'min-lr-ratio': { type: 'string' },
-  beta1: { type: 'string' },
-  beta2: { type: 'string' },
-  eps: { type: 'string' },
-  'weight-decay': { type: 'string' },
-  clip: { type: 'string' },
-  seed: { type: 'string' },
-  'mlm-probability': { type: 'string' },
-  'checkpoint-every': { type: 'string' },
-  freeze: { type: 'string' },
-  'keep-sparsity': { type: 'boolean' },
-  valid: { type: 'string' },
-  'valid-lines': { type: 'string' },
-  dtype: { type: 'string' },
-  threads: { type: 'string' },
-  quiet: { type: 'boolean' },
-  'log-every': { type: 'string' },
-} as const;
+/** The flags of train and distill; a --recipe JSON may give any of them under the same names. */
+const TRAIN_FLAGS: Record<string, FlagSpec> = {
+  data: { type: 'string', value: '<text-file>[,<text-file>…]', help: 'training text (or JSONL/TSV for classification); required here or in the recipe' },
+  out: { type: 'string', value: '<dir>', help: 'output directory (resumes from its checkpoint); required here or in the recipe' },
+  recipe: { type: 'string', value: 'recipe.json', help: 'settings as JSON with these flag names as keys (flags override it)' },
+  objective: { type: 'enum', choices: ['masked-lm', 'causal-lm', 'sequence-classification'], help: "training objective (default: the model's task)" },
+  seq: { type: 'int', min: 3, max: 65536, default: 128, help: 'sequence length in tokens' },
+  batch: { type: 'int', min: 1, max: 65536, default: 32, help: 'sequences per step' },
+  steps: { type: 'int', min: 1, max: 100_000_000, default: 500, help: 'optimizer steps' },
+  lr: { type: 'number', min: 0, exclusiveMin: true, default: 5e-4, help: 'peak learning rate' },
+  warmup: { type: 'int', min: 0, default: 50, help: 'linear warm-up steps' },
+  decay: { type: 'enum', choices: ['cosine', 'linear', 'constant'], default: 'cosine', help: 'learning-rate decay after warm-up' },
+  'min-lr-ratio': { type: 'number', min: 0, max: 1, default: 0.1, help: 'final learning rate ÷ peak' },
+  beta1: { type: 'number', min: 0, max: 1, exclusiveMax: true, default: 0.9, help: 'AdamW β₁' },
+  beta2: { type: 'number', min: 0, max: 1, exclusiveMax: true, default: 0.98, help: 'AdamW β₂' },
+  eps: { type: 'number', min: 0, exclusiveMin: true, default: 1e-6, help: 'AdamW ε' },
+  'weight-decay': { type: 'number', min: 0, default: 0.01, help: 'AdamW decoupled weight decay' },
+  clip: { type: 'string', value: 'N|none', default: '1.0', help: 'clip the global gradient norm to N (a positive number), or none' },
+  seed: { ...SEED_FLAG, default: 0 },
+  'mlm-probability': { type: 'number', min: 0, max: 1, exclusiveMin: true, exclusiveMax: true, default: 0.15, help: 'masked-LM: fraction of tokens masked' },
+  'checkpoint-every': { type: 'int', min: 0, default: 50, help: 'steps between checkpoints (0: none)' },
+  freeze: { type: 'list', value: 'embeddings|attention|ffn|head|norms|layer.N|name-prefix,…', help: 'keep these parameters fixed; each item must match a parameter' },
+  'keep-sparsity': { type: 'boolean', help: 'keep the zeros of pruned matrices at zero' },
+  valid: { type: 'string', value: 'text-file', help: 'held-out text (or labelled file) evaluated at the end' },
+  'valid-lines': { type: 'int', min: 1, default: 200, help: 'held-out lines used' },
+  dtype: { type: 'enum', choices: ['f32', 'f16'], default: 'f32', help: 'dtype of the written weights' },
+  threads: THREADS_FLAG,
+  'log-every': { type: 'int', min: 1, default: 10, help: 'steps between progress lines' },
+  quiet: { type: 'boolean', help: 'no progress lines' },
+};
 
-const COMMON_USAGE =
-  '--data <text-file>[,<text-file>…] --out <dir> [--recipe recipe.json] [--objective masked-lm|causal-lm|sequence-classification] [--seq 128] [--batch 32] [--steps 500] ' +
-  '[--lr 5e-4] [--warmup 50] [--decay cosine|linear|constant] [--min-lr-ratio 0.1] [--beta1 0.9] [--beta2 0.98] [--eps 1e-6] [--weight-decay 0.01] ' +
-  '[--clip 1.0] [--seed 0] [--mlm-probability 0.15] [--checkpoint-every 50] [--freeze embeddings|attention|ffn|head|norms|layer.N|name-prefix,…] [--keep-sparsity] [--valid text-file] ' +
-  '[--valid-lines 200] [--dtype f32|f16] [--threads N] [--log-every 10] [--quiet]';
+const trainSpec: CommandSpec = {
+  name: 'train',
+  summary: 'train or fine-tune a model (masked-LM, causal-LM, classification) with checkpoints and resume',
+  flags: {
+    model: { type: 'string', value: '<dir>', help: 'fine-tune this model' },
+    config: { type: 'string', value: '<config.json>', help: 'train from scratch with this config (with --tokenizer)' },
+    tokenizer: { type: 'string', value: '<dir>', help: 'the tokenizer of a from-scratch model' },
+    ...TRAIN_FLAGS,
+  },
+  notes: ['Give --model, or --config and --tokenizer (here or in the recipe).'],
+};
 
-const trainUsage = `dike train (--model <dir> | --config <config.json> --tokenizer <dir>) ${COMMON_USAGE}`;
-const distillUsage =
-  `dike distill <teacher-dir> --student <layers e.g. 0,2 | config.json> [--temperature 2] [--alpha-kd 0.5] [--alpha-ce 0.5] ` +
-  `[--hidden-mse W] ${COMMON_USAGE}`;
+const distillSpec: CommandSpec = {
+  name: 'distill',
+  summary: 'distil a teacher into a smaller student (Hinton KD on temperature-scaled logits, optional hidden-state MSE)',
+  positionals: { usage: '<teacher-dir>', min: 1, max: 1 },
+  flags: {
+    student: { type: 'string', value: '<layers e.g. 0,2 | config.json>', help: "the teacher's blocks to keep, or a student config; required here or in the recipe" },
+    temperature: { type: 'number', min: 0, exclusiveMin: true, default: 2, help: 'softmax temperature of the KD term' },
+    'alpha-kd': { type: 'number', min: 0, default: 0.5, help: 'weight of the KD term' },
+    'alpha-ce': { type: 'number', min: 0, default: 0.5, help: 'weight of the hard-label cross-entropy' },
+    'hidden-mse': { type: 'number', min: 0, default: 0, help: 'weight of the hidden-state MSE (same hidden size)' },
+    ...TRAIN_FLAGS,
+  },
+};
 
-type Values = Record<string, string | boolean | undefined>;
+/**
+ * Flags over recipe keys, every value checked by the flag table (a bad recipe value names the recipe
+ * file and key); recipe paths are relative to the recipe file.
+ */
+interface Merged {
+  str(k: string): string | undefined;
+  num(k: string): number;
+  optNum(k: string): number | undefined;
+  list(k: string): string[];
+  flag(k: string): boolean;
+  error(flag: string, problem: string): Error;
+}
 
-/** Flags over recipe keys; recipe paths are relative to the recipe file. */
-function merged(values: Values): { get: (k: string) => string | undefined; flag: (k: string) => boolean; recipeDir: string } {
+function merged(args: Parsed): Merged {
   let recipe: Record<string, unknown> = {};
   let recipeDir = process.cwd();
-  if (typeof values['recipe'] === 'string') {
-    recipe = readJsonObject(values['recipe']);
-    recipeDir = path.dirname(path.resolve(values['recipe']));
+  const recipeFile = args.str('recipe');
+  if (recipeFile !== undefined) {
+    recipe = readJsonObject(recipeFile);
+    recipeDir = path.dirname(path.resolve(recipeFile));
+    for (const k of Object.keys(recipe)) {
+      if (!Object.hasOwn(args.spec.flags, k) || k === 'recipe') throw new DikeError(recipeFile, `"${k}"`, `unknown setting (dike ${args.spec.name} has no --${k})`);
+    }
   }
-  const get = (k: string): string | undefined => {
-    const v = values[k];
-    if (typeof v === 'string') return v;
+  const value = (k: string): FlagValue | undefined => {
+    if (args.has(k)) return args.values[k] as FlagValue;
     const r = recipe[k];
-    if (r === undefined || r === null) return undefined;
-    if (typeof r === 'object') throw new DikeError(String(values['recipe']), `"${k}"`, 'expected a number or a string');
-    const s = String(r);
-    return ['config', 'tokenizer', 'valid'].includes(k) && typeof r === 'string' ? path.resolve(recipeDir, s) : s;
+    if (r !== undefined && r !== null) {
+      const f = args.spec.flags[k]!;
+      if (typeof r === 'object' || (f.type === 'boolean' && typeof r !== 'boolean')) {
+        throw new DikeError(recipeFile!, `"${k}"`, f.type === 'boolean' ? 'expected true or false' : 'expected a number or a string');
+      }
+      if (f.type === 'boolean') return r as boolean;
+      const v = convertValue(f, String(r));
+      if (typeof v === 'object' && !Array.isArray(v)) throw new DikeError(recipeFile!, `"${k}"`, v.problem);
+      return ['config', 'tokenizer', 'valid'].includes(k) && typeof v === 'string' ? path.resolve(recipeDir, v) : v;
+    }
+    return args.values[k] as FlagValue | undefined;
   };
-  const flag = (k: string): boolean => values[k] === true || recipe[k] === true;
-  return { get, flag, recipeDir };
+  return {
+    str: (k) => value(k) as string | undefined,
+    num: (k) => value(k) as number,
+    optNum: (k) => value(k) as number | undefined,
+    list: (k) => (value(k) as string[] | undefined) ?? [],
+    flag: (k) => value(k) === true,
+    error: (flag, problem) => args.error(flag, problem),
+  };
 }
 
-function num(v: string | undefined, flag: string, dflt: number, check: (n: number) => boolean = Number.isFinite): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || !check(n)) throw new UsageError(`--${flag}: "${v}" is not valid`);
-  return n;
-}
-const posInt = (n: number): boolean => Number.isInteger(n) && n > 0;
-const nonNegInt = (n: number): boolean => Number.isInteger(n) && n >= 0;
-
-function settingsFrom(m: ReturnType<typeof merged>, objective: Objective, usage: string): TrainSettings {
-  const data = m.get('data');
-  if (data === undefined) throw new UsageError(`--data is required\nusage: ${usage}`);
-  const decay = m.get('decay') ?? 'cosine';
-  if (decay !== 'cosine' && decay !== 'linear' && decay !== 'constant') throw new UsageError(`--decay expects cosine, linear or constant, got "${decay}"`);
-  const dtype = (m.get('dtype') ?? 'f32').toLowerCase();
-  if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype expects f32 or f16, got "${dtype}"`);
-  const clip = m.get('clip');
-  const valid = m.get('valid');
-  const threads = m.get('threads');
+function settingsFrom(m: Merged, objective: Objective): TrainSettings {
+  const data = m.str('data');
+  if (data === undefined) throw m.error('--data', 'is required (here or in the recipe)');
+  const clipRaw = m.str('clip')!;
+  const clip = clipRaw === 'none' ? undefined : Number(clipRaw);
+  if (clip !== undefined && !(Number.isFinite(clip) && clip > 0)) throw m.error('--clip', `expected a positive number or none, got "${clipRaw}"`);
+  const valid = m.str('valid');
+  const threads = m.optNum('threads');
   return {
     objective,
     data: data.split(','),
-    seq: num(m.get('seq'), 'seq', 128, (n) => posInt(n) && n >= 3),
-    batch: num(m.get('batch'), 'batch', 32, posInt),
-    steps: num(m.get('steps'), 'steps', 500, posInt),
+    seq: m.num('seq'),
+    batch: m.num('batch'),
+    steps: m.num('steps'),
     schedule: {
-      peak: num(m.get('lr'), 'lr', 5e-4, (n) => n > 0),
-      warmup: num(m.get('warmup'), 'warmup', 50, nonNegInt),
-      decay,
-      minRatio: num(m.get('min-lr-ratio'), 'min-lr-ratio', 0.1, (n) => n >= 0 && n <= 1),
+      peak: m.num('lr'),
+      warmup: m.num('warmup'),
+      decay: m.str('decay') as 'cosine' | 'linear' | 'constant',
+      minRatio: m.num('min-lr-ratio'),
     },
     adamw: {
-      beta1: num(m.get('beta1'), 'beta1', 0.9, (n) => n >= 0 && n < 1),
-      beta2: num(m.get('beta2'), 'beta2', 0.98, (n) => n >= 0 && n < 1),
-      eps: num(m.get('eps'), 'eps', 1e-6, (n) => n > 0),
-      weightDecay: num(m.get('weight-decay'), 'weight-decay', 0.01, (n) => n >= 0),
-      ...(clip === 'none' ? {} : { maxGradNorm: num(clip, 'clip', 1.0, (n) => n > 0) }),
+      beta1: m.num('beta1'),
+      beta2: m.num('beta2'),
+      eps: m.num('eps'),
+      weightDecay: m.num('weight-decay'),
+      ...(clip === undefined ? {} : { maxGradNorm: clip }),
     },
-    seed: num(m.get('seed'), 'seed', 0, nonNegInt),
-    mlmProbability: num(m.get('mlm-probability'), 'mlm-probability', 0.15, (n) => n > 0 && n < 1),
-    checkpointEvery: num(m.get('checkpoint-every'), 'checkpoint-every', 50, nonNegInt),
-    freeze: (m.get('freeze') ?? '').split(',').filter((s) => s !== ''),
+    seed: m.num('seed'),
+    mlmProbability: m.num('mlm-probability'),
+    checkpointEvery: m.num('checkpoint-every'),
+    freeze: m.list('freeze'),
     keepSparsity: m.flag('keep-sparsity'),
-    ...(valid !== undefined ? { valid: { file: valid, lines: num(m.get('valid-lines'), 'valid-lines', 200, posInt) } } : {}),
-    dtype: dtype === 'f16' ? 'F16' : 'F32',
-    ...(threads !== undefined ? { threads: num(threads, 'threads', 1, posInt) } : {}),
+    ...(valid !== undefined ? { valid: { file: valid, lines: m.num('valid-lines') } } : {}),
+    dtype: m.str('dtype') === 'f16' ? 'F16' : 'F32',
+    ...(threads !== undefined ? { threads } : {}),
   };
 }
 
@@ -142,41 +173,40 @@ function reporter(quiet: boolean, every: number, steps: number): { onStep: (l: S
   };
 }
 
-function objectiveOf(model: TrainableModel, requested: string | undefined): Objective {
-  const o = requested ?? model.task;
+function objectiveOf(m: Merged, model: TrainableModel): Objective {
+  const o = m.str('objective') ?? model.task;
   if (o !== 'masked-lm' && o !== 'causal-lm' && o !== 'sequence-classification') {
-    throw new UsageError(`--objective expects masked-lm, causal-lm or sequence-classification (the model is ${model.task})`);
+    throw m.error('--objective', `expected masked-lm, causal-lm or sequence-classification (the model is ${model.task})`);
   }
   return o;
 }
 
 export const trainCommand = {
-  summary: 'train or fine-tune a model (masked-LM, causal-LM, classification) with checkpoints and resume',
-  usage: trainUsage,
+  spec: trainSpec,
   async run(argv: string[]): Promise<void> {
-    const { values } = parsing(trainUsage, () =>
-      parseArgs({ args: argv, strict: true, options: { ...TRAIN_FLAGS, model: { type: 'string' }, config: { type: 'string' }, tokenizer: { type: 'string' } } }),
-    );
-    const m = merged(values);
-    const out = m.get('out');
-    if (out === undefined) throw new UsageError(`--out is required\nusage: ${trainUsage}`);
-    const modelDir = m.get('model');
-    const config = m.get('config');
+    const m = merged(parseFlags(trainSpec, argv));
+    const out = m.str('out');
+    if (out === undefined) throw m.error('--out', 'is required (here or in the recipe)');
+    if (m.str('data') === undefined) throw m.error('--data', 'is required (here or in the recipe)');
+    const modelDir = m.str('model');
+    const config = m.str('config');
+    const tk = m.str('tokenizer');
+    if (modelDir !== undefined && (config !== undefined || tk !== undefined)) throw m.error(config !== undefined ? '--config' : '--tokenizer', 'give --model, or --config and --tokenizer, not both');
+    if (modelDir === undefined && (config === undefined || tk === undefined)) throw m.error(config === undefined ? '--model' : '--tokenizer', 'give --model <dir>, or --config and --tokenizer');
+    settingsFrom(m, 'masked-lm'); // every setting checked before the model is read
+    const seed = m.num('seed');
     let model: TrainableModel;
     let tokenizerDir: string;
-    const seed = num(m.get('seed'), 'seed', 0, nonNegInt);
     if (modelDir !== undefined) {
-      if (config !== undefined) throw new UsageError('give --model or --config, not both');
       tokenizerDir = resolveModel(modelDir).dir;
       model = loadCheckpoint(tokenizerDir);
     } else {
-      const tk = m.get('tokenizer');
-      if (config === undefined || tk === undefined) throw new UsageError(`give --model <dir>, or --config and --tokenizer\nusage: ${trainUsage}`);
-      model = initFromConfig(config, tk, seed);
-      tokenizerDir = tk;
+      model = initFromConfig(config!, tk!, seed);
+      tokenizerDir = tk!;
     }
-    const settings = settingsFrom(m, objectiveOf(model, m.get('objective')), trainUsage);
-    const result = await train(model, settings, out, { tokenizerDir, ...reporter(m.flag('quiet'), num(m.get('log-every'), 'log-every', 10, posInt), settings.steps) });
+    const settings = settingsFrom(m, objectiveOf(m, model));
+    frozenSelector(model, settings.freeze); // a --freeze item that matches nothing is refused before training
+    const result = await train(model, settings, out, { tokenizerDir, ...reporter(m.flag('quiet'), m.num('log-every'), settings.steps) });
     process.stdout.write(
       `wrote ${out}: ${result.steps} steps, final loss ${result.losses.at(-1)?.toFixed(4)}` +
         (result.heldOut ? `, held-out ${result.heldOut.kind} ${result.heldOut.value.toFixed(3)}` : '') + '\n',
@@ -185,34 +215,27 @@ export const trainCommand = {
 };
 
 export const distillCommand = {
-  summary: 'distil a teacher into a smaller student (Hinton KD on temperature-scaled logits, optional hidden-state MSE)',
-  usage: distillUsage,
+  spec: distillSpec,
   async run(argv: string[]): Promise<void> {
-    const { values, positionals } = parsing(distillUsage, () =>
-      parseArgs({
-        args: argv,
-        allowPositionals: true,
-        strict: true,
-        options: { ...TRAIN_FLAGS, student: { type: 'string' }, temperature: { type: 'string' }, 'alpha-kd': { type: 'string' }, 'alpha-ce': { type: 'string' }, 'hidden-mse': { type: 'string' } },
-      }),
-    );
-    if (positionals.length !== 1) throw new UsageError(`expected one teacher directory\nusage: ${distillUsage}`);
-    const m = merged(values);
-    const out = m.get('out');
-    const studentSpec = m.get('student');
-    if (out === undefined || studentSpec === undefined) throw new UsageError(`--student and --out are required\nusage: ${distillUsage}`);
-    const teacher = loadCheckpoint(resolveModel(positionals[0]!).dir);
+    const args = parseFlags(distillSpec, argv);
+    const m = merged(args);
+    const out = m.str('out');
+    const studentSpec = m.str('student');
+    if (out === undefined) throw m.error('--out', 'is required (here or in the recipe)');
+    if (studentSpec === undefined) throw m.error('--student', 'is required (here or in the recipe)');
+    settingsFrom(m, 'masked-lm'); // every setting checked before the models are read
+    const teacher = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
     const spec = parseStudent(studentSpec);
-    const seed = num(m.get('seed'), 'seed', 0, nonNegInt);
+    const seed = m.num('seed');
     const student = 'layers' in spec ? studentFromLayers(teacher, spec.layers) : initFromConfig(spec.configFile, teacher.dir, seed);
     if (student.shape.outputSize !== teacher.shape.outputSize) {
       throw new DikeError(studentSpec, '"vocab_size"', `the student's ${student.shape.outputSize} outputs differ from the teacher's ${teacher.shape.outputSize}`);
     }
-    const hiddenWeight = num(m.get('hidden-mse'), 'hidden-mse', 0, (n) => n >= 0);
+    const hiddenWeight = m.num('hidden-mse');
     let hiddenPairs: [number, number][] | undefined;
     if (hiddenWeight > 0) {
       if (!('layers' in spec) && student.shape.hiddenSize !== teacher.shape.hiddenSize) {
-        throw new UsageError('--hidden-mse needs the student and teacher to have the same hidden size');
+        throw m.error('--hidden-mse', 'needs the student and teacher to have the same hidden size');
       }
       // Student layer i+1 (output of its i-th block) matches the teacher block it was copied from;
       // a student from a config matches teacher layers spread evenly.
@@ -222,13 +245,14 @@ export const distillCommand = {
       hiddenPairs = [[0, 0], ...src.map((t, i): [number, number] => [i + 1, t + 1])];
     }
     const distill: DistillTerms = {
-      temperature: num(m.get('temperature'), 'temperature', 2, (n) => n > 0),
-      kdWeight: num(m.get('alpha-kd'), 'alpha-kd', 0.5, (n) => n >= 0),
-      ceWeight: num(m.get('alpha-ce'), 'alpha-ce', 0.5, (n) => n >= 0),
+      temperature: m.num('temperature'),
+      kdWeight: m.num('alpha-kd'),
+      ceWeight: m.num('alpha-ce'),
       ...(hiddenPairs ? { hiddenPairs, hiddenWeight } : {}),
     };
-    const settings = { ...settingsFrom(m, objectiveOf(teacher, m.get('objective')), distillUsage), distill };
-    const result = await train(student, settings, out, { tokenizerDir: teacher.dir, teacher, ...reporter(m.flag('quiet'), num(m.get('log-every'), 'log-every', 10, posInt), settings.steps) });
+    const settings = { ...settingsFrom(m, objectiveOf(m, teacher)), distill };
+    frozenSelector(student, settings.freeze);
+    const result = await train(student, settings, out, { tokenizerDir: teacher.dir, teacher, ...reporter(m.flag('quiet'), m.num('log-every'), settings.steps) });
     process.stdout.write(
       `wrote ${out}: student with ${student.shape.numLayers} of the teacher's ${teacher.shape.numLayers} layers, ${result.steps} steps, final loss ${result.losses.at(-1)?.toFixed(4)}` +
         (result.heldOut ? `, held-out ${result.heldOut.kind} ${result.heldOut.value.toFixed(3)}` : '') + '\n',

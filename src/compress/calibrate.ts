@@ -10,25 +10,12 @@ import type { LinearInfo } from '../model/arch/types.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
 import { withLinearInputGrams } from '../model/graph/capture.js';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
-import { Rng } from '../measure/stats/rng.js';
-import { sha256Bytes } from '../measure/data.js';
+import { Rng } from '../util/rng.js';
+import { sha256Bytes } from '../util/hash.js';
 import { buildBodyGraph, buildHeadGraph, gatherRows, ortSessionOptions, padBatch, type ModelLike } from '../runtime/session.js';
-import type { InputStats } from './types.js';
+import type { CalibrationSet, CalibrationSpec, InputStats } from './calibration-types.js';
 
-export interface CalibrationSpec {
-  /** Text file, one passage per line. */
-  file: string;
-  samples: number;
-  seqLen: number;
-  seed: number;
-}
-
-export interface CalibrationSet {
-  sequences: number[][];
-  /** SHA-256 of the token ids (recorded in compression.json). */
-  hash: string;
-  spec: CalibrationSpec;
-}
+export type { CalibrationSet, CalibrationSpec } from './calibration-types.js';
 
 /**
  * `samples` sequences of exactly `seqLen` tokens (fewer only if the file is shorter): each starts at

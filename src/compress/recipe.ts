@@ -23,9 +23,10 @@ import { resolveArchitecture } from '../model/arch/registry.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
 import { ConfigReader } from '../model/config.js';
 import { fromFloat32, serializeSafetensors, type RawTensor } from '../model/safetensors.js';
-import { sha256Bytes, sha256File } from '../measure/data.js';
+import { sha256Bytes, sha256File } from '../util/hash.js';
 import { dikeVersion } from '../version.js';
 import { inputStats, sampleCalibration, type CalibrationSet, type CalibrationSpec } from './calibrate.js';
+import { MAX_CALIBRATION_SAMPLES, MAX_CALIBRATION_SEQ_LEN } from './calibration-types.js';
 import { findMethod, METHODS } from './registry.js';
 import type { InputStats, MatrixReport, QuantState, RawOptions } from './types.js';
 
@@ -51,6 +52,16 @@ export interface Recipe {
   seed: number;
   calibration?: { file: string; samples: number; seqLen: number };
   steps: RecipeStep[];
+}
+
+/**
+ * The file each parsed recipe came from, named by errors found when it is applied. Kept beside the
+ * recipe rather than in it: a recipe's content hash (the audit's store key) must not depend on its path.
+ */
+const SOURCES = new WeakMap<Recipe, string>();
+
+function sourceOf(recipe: Recipe): string {
+  return SOURCES.get(recipe) ?? 'recipe';
 }
 
 export const DEFAULT_SCOPE: Scope = { modules: ['attention', 'ffn'] };
@@ -116,13 +127,14 @@ export function parseRecipe(text: string, file: string): Recipe {
   const seed = doc['seed'] ?? 0;
   if (!Number.isInteger(seed) || (seed as number) < 0) throw new DikeError(file, '"seed"', 'expected a non-negative integer');
   const recipe: Recipe = { seed: seed as number, steps: [] };
+  SOURCES.set(recipe, file);
   const cal = doc['calibration'];
   if (cal !== undefined) {
     if (!isObject(cal) || typeof cal['file'] !== 'string') throw new DikeError(file, '"calibration"', 'expected { file, samples, seq_len }');
     const samples = cal['samples'] ?? 128;
     const seqLen = cal['seq_len'] ?? 128;
-    if (!Number.isInteger(samples) || (samples as number) <= 0) throw new DikeError(file, '"calibration.samples"', 'expected a positive integer');
-    if (!Number.isInteger(seqLen) || (seqLen as number) < 4) throw new DikeError(file, '"calibration.seq_len"', 'expected an integer ≥ 4');
+    if (!Number.isInteger(samples) || (samples as number) <= 0 || (samples as number) > MAX_CALIBRATION_SAMPLES) throw new DikeError(file, '"calibration.samples"', `expected an integer from 1 to ${MAX_CALIBRATION_SAMPLES}, got ${JSON.stringify(samples)}`);
+    if (!Number.isInteger(seqLen) || (seqLen as number) < 4 || (seqLen as number) > MAX_CALIBRATION_SEQ_LEN) throw new DikeError(file, '"calibration.seq_len"', `expected an integer from 4 to ${MAX_CALIBRATION_SEQ_LEN}, got ${JSON.stringify(seqLen)}`);
     // A relative path is relative to the recipe file.
     recipe.calibration = { file: path.resolve(path.dirname(file), cal['file'] as string), samples: samples as number, seqLen: seqLen as number };
   }
@@ -146,8 +158,10 @@ export function parseRecipe(text: string, file: string): Recipe {
   // Validate every step's options now, before any work.
   recipe.steps.forEach((s, i) => {
     const m = findMethod(s.method)!;
-    m.parseOptions(s.options, `step ${i + 1}`);
-    s.overrides.forEach((o) => m.parseOptions({ ...s.options, ...o.options }, `step ${i + 1} override "${o.pattern}"`));
+    inRecipeFile(recipe, () => {
+      m.parseOptions(s.options, `step ${i + 1}`);
+      s.overrides.forEach((o) => m.parseOptions({ ...s.options, ...o.options }, `step ${i + 1} override "${o.pattern}"`));
+    });
   });
   return recipe;
 }
@@ -178,7 +192,33 @@ function cloneParams(params: Map<string, Param>): Map<string, Param> {
   return new Map([...params].map(([k, p]) => [k, { ...p, shape: [...p.shape], data: p.data.slice() }]));
 }
 
+/**
+ * Methods name their errors' file "recipe" (they do not know it): name the recipe file instead, and
+ * the step when the recipe has only one.
+ */
+function relabel(recipe: Recipe, e: unknown): unknown {
+  if (!(e instanceof DikeError) || (e.file !== 'recipe' && e.file !== '') || !SOURCES.has(recipe)) return e;
+  const place = !e.place.startsWith('step ') && recipe.steps.length === 1 ? `step 1 ${e.place}`.trim() : e.place;
+  return new DikeError(sourceOf(recipe), place, e.problem);
+}
+
+function inRecipeFile<T>(recipe: Recipe, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw relabel(recipe, e);
+  }
+}
+
 export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { threads?: number } = {}): Promise<CompressionResult> {
+  try {
+    return await applySteps(ckpt, recipe, opts);
+  } catch (e) {
+    throw relabel(recipe, e);
+  }
+}
+
+async function applySteps(ckpt: Checkpoint, recipe: Recipe, opts: { threads?: number }): Promise<CompressionResult> {
   const params = cloneParams(ckpt.params);
   // The model as the next step sees it: a step may edit the config (and so the architecture).
   let model: Checkpoint = { ...ckpt, params };
@@ -187,7 +227,7 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
   let calibration: CalibrationSet | undefined;
   const calibrationSet = (): CalibrationSet => {
     if (calibration !== undefined) return calibration;
-    if (recipe.calibration === undefined) throw new DikeError('recipe', '"calibration"', 'a method in this recipe needs calibration text: give --calibration <text file> (or calibration.file in a recipe)');
+    if (recipe.calibration === undefined) throw new DikeError(sourceOf(recipe), '"calibration"', 'a method in this recipe needs calibration text: give --calibration <text file> (or calibration.file in a recipe)');
     const spec: CalibrationSpec = { ...recipe.calibration, seed: recipe.seed };
     return (calibration = sampleCalibration(ckpt, spec));
   };
@@ -197,7 +237,12 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
   for (const [i, step] of recipe.steps.entries()) {
     const method = findMethod(step.method)!;
     const targets = selectTargets(allLinears, step.scope);
-    if (targets.length === 0) throw new DikeError('recipe', `step ${i + 1} "scope"`, 'selects no weight matrix of this model');
+    const layers = new Set(allLinears.map((l) => l.layer).filter((l) => l >= 0));
+    const missing = step.scope.layers?.find((l) => !layers.has(l));
+    if (missing !== undefined) {
+      throw new DikeError(sourceOf(recipe), `step ${i + 1} "scope.layers"`, `layer ${missing} does not exist (the model has layers 0..${Math.max(...layers)})`);
+    }
+    if (targets.length === 0) throw new DikeError(sourceOf(recipe), `step ${i + 1} "scope"`, 'selects no weight matrix of this model');
     // Group targets by their effective options (base options, then the first matching override).
     const groups = new Map<string, { options: RawOptions; targets: LinearInfo[] }>();
     for (const t of targets) {
@@ -240,7 +285,7 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
       allLinears = model.family.linears(model.config, model.task);
       configEdited = true;
       for (const l of allLinears) {
-        if (!params.has(l.weight)) throw new DikeError('recipe', `step ${i + 1}`, `after this step the model lacks ${l.weight}`);
+        if (!params.has(l.weight)) throw new DikeError(sourceOf(recipe), `step ${i + 1}`, `after this step the model lacks ${l.weight}`);
       }
     }
   }

@@ -5,17 +5,10 @@
  */
 import type { LinearInfo } from '../model/arch/types.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
-import type { CalibrationSet } from './calibrate.js';
+import type { CalibrationSet, InputStats } from './calibration-types.js';
 import type { QuantState } from '../model/quant.js';
 
-/** Second-moment statistics of a linear map's input over calibration tokens. */
-export interface InputStats {
-  /** Σ x xᵀ over calibration tokens, [in, in] row-major, float64. */
-  gram: Float64Array;
-  /** Number of tokens summed. */
-  tokens: number;
-  dim: number;
-}
+export type { InputStats } from './calibration-types.js';
 
 /** What a method did to one matrix; recorded in compression.json. */
 export interface MatrixReport {

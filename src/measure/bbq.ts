@@ -65,7 +65,7 @@ import { nonSpecialPositions } from '../score/masked.js';
 import { causalBos, maskAndPadIds } from '../score/text.js';
 import { dataRecords, readText, requireDataFile } from './data.js';
 import { quantile, subSeed } from './stats/bootstrap.js';
-import { Rng } from './stats/rng.js';
+import { Rng } from '../util/rng.js';
 import type { Benchmark, BenchmarkResult, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
 
 const RAW = 'https://raw.githubusercontent.com/nyu-mll/BBQ/bea11bd97d79217245b5871acd247b9d6eb24598/data/';

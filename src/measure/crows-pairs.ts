@@ -86,6 +86,7 @@ export function parseCrowsPairs(text: string, file: string): CrowsPair[] {
     if (biasType.trim() === '') throw new DikeError(file, at, 'bias_type is empty');
     pairs.push({ index, sentMore, sentLess, direction, biasType, line });
   }
+  if (pairs.length === 0) throw new DikeError(file, '', 'no sentence pairs (only a header)');
   return pairs;
 }
 

@@ -3,10 +3,10 @@
  * dataset. Every dataset declares its files with canonical download URLs and SHA-256s (in its
  * benchmark file); a missing file is one line that says what, where, and where to get it.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
+import { sha256File } from '../util/hash.js';
 import type { DataFile, DataFileRecord, Dataset } from './types.js';
 import { embeddedDataDir } from '../embedded.js';
 
@@ -42,13 +42,7 @@ export function requireDataFile(dataDir: string, ds: Dataset, relPath: string): 
   return p;
 }
 
-export function sha256Bytes(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
-
-export function sha256File(p: string): string {
-  return sha256Bytes(readFileSync(p));
-}
+export { sha256Bytes, sha256File } from '../util/hash.js';
 
 /** Checksum records for the files a run read (relative to the data directory). */
 export function dataRecords(dataDir: string, files: readonly string[]): DataFileRecord[] {

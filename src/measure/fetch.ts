@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
-import { sha256Bytes } from './data.js';
+import { sha256Bytes } from '../util/hash.js';
 import type { DataFile, Dataset } from './types.js';
 
 export function gitBlobId(bytes: Uint8Array): string {

@@ -68,5 +68,11 @@ export async function measure(ckpt: Checkpoint, runner: ModelRunner, req: Measur
       ),
     );
   }
+  // A NaN headline (no item scored, non-finite log-probabilities) is an error, never a result.
+  for (const r of results) {
+    if (!Number.isFinite(r.score)) {
+      throw new DikeError(req.dataDir, r.benchmark, `the ${r.scorer} score is ${r.score} over ${r.n} items (no item could be scored, or the model gives non-finite log-probabilities)`);
+    }
+  }
   return { tool: 'dike', version: dikeVersion(), model: { dir: ckpt.dir, architecture: ckpt.hfClass, task: ckpt.task }, results };
 }

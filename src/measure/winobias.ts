@@ -55,7 +55,8 @@ import { ScoreCache } from '../score/cache.js';
 import { DEFAULT_MAX_TOKENS } from '../score/causal.js';
 import { nonSpecialPositions } from '../score/masked.js';
 import { causalBos, maskAndPadIds } from '../score/text.js';
-import { dataRecords, readText, requireDataFile, sha256File } from './data.js';
+import { dataRecords, readText, requireDataFile } from './data.js';
+import { sha256File } from '../util/hash.js';
 import { bootstrapCI, groupIndices, meanCI, subSeed } from './stats/bootstrap.js';
 import type { Benchmark, BenchmarkResult, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
 

@@ -7,10 +7,10 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DikeError } from '../errors.js';
 import { ConfigReader, readJsonObject } from './config.js';
-import { readSafetensors, toFloat32, type DType } from './safetensors.js';
+import { readSafetensors, toFloat32, type DType, type RawTensor } from './safetensors.js';
 import { resolveArchitecture, type ResolvedArchitecture } from './arch/registry.js';
 import { loadTokenizer, type Tokenizer } from './tokenizer.js';
-import type { WeightSource } from './graph/build.js';
+import { GraphBuilder, type WeightSource } from './graph/build.js';
 
 export interface Param {
   shape: number[];
@@ -94,7 +94,7 @@ export function readParams(dir: string): { params: Map<string, Param>; files: st
         }
       }
       bytes += t.bytes.byteLength;
-      params.set(name, { shape: t.shape, data: toFloat32(t), dtype: t.dtype, file });
+      params.set(name, tensorParam(file, name, t));
     }
   }
   if (index) {
@@ -105,6 +105,42 @@ export function readParams(dir: string): { params: Map<string, Param>; files: st
   return { params, files, bytes };
 }
 
+/** One stored tensor as a parameter: float32, and finite (refused at load otherwise, naming the tensor). */
+export function tensorParam(file: string, name: string, t: RawTensor): Param {
+  const data = toFloat32(t);
+  checkFinite(file, name, data);
+  return { shape: t.shape, data, dtype: t.dtype, file };
+}
+
+/** NaN or ±Inf in a weight makes every score NaN without an error: refuse it at load, naming the tensor. */
+function checkFinite(file: string, name: string, data: Float32Array): void {
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    if (x - x !== 0) {
+      throw new DikeError(file, `tensor "${name}"`, `holds ${Number.isNaN(x) ? 'NaN' : x > 0 ? '+Inf' : '-Inf'} at flat index ${i} (weights must be finite)`);
+    }
+  }
+}
+
+/**
+ * Checks every command shares (inspect as much as logprobs): every weight the architecture needs is
+ * present with the shape the config implies (the graph is built once, no runtime involved), and the
+ * tokenizer's ids all index the embedding.
+ */
+export function validateCheckpoint(ckpt: Checkpoint): void {
+  const b = new GraphBuilder('check', weightSource(ckpt));
+  ckpt.family.body(b, ckpt.config);
+  ckpt.family.head(b, ckpt.config, ckpt.task, b.input('rows', 'float32', ['n', ckpt.shape.hiddenSize]));
+  const tok = ckpt.tokenizer;
+  if (tok.maxId >= ckpt.shape.vocabSize) {
+    throw new DikeError(
+      tok.file,
+      `token ${JSON.stringify(tok.idToToken(tok.maxId) ?? '?')}`,
+      `id ${tok.maxId} is outside the model's vocabulary: ${ckpt.configFile} has vocab_size ${ckpt.shape.vocabSize} (the tokenizer does not belong to this model)`,
+    );
+  }
+}
+
 export function loadCheckpoint(dir: string): Checkpoint {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new DikeError(dir, '', 'model directory not found');
   const configFile = join(dir, 'config.json');
@@ -112,7 +148,9 @@ export function loadCheckpoint(dir: string): Checkpoint {
   const arch = resolveArchitecture(new ConfigReader(rawConfig, configFile));
   const tokenizer = loadTokenizer(dir);
   const { params, files, bytes } = readParams(dir);
-  return { ...arch, dir, configFile, rawConfig, params, weightFiles: files, bytesOnDisk: bytes, tokenizer };
+  const ckpt: Checkpoint = { ...arch, dir, configFile, rawConfig, params, weightFiles: files, bytesOnDisk: bytes, tokenizer };
+  validateCheckpoint(ckpt);
+  return ckpt;
 }
 
 export function weightSource(ckpt: Pick<Checkpoint, 'params' | 'dir' | 'weightFiles'>): WeightSource {

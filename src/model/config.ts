@@ -6,6 +6,9 @@ import { DikeError } from '../errors.js';
 
 export type RawConfig = Record<string, unknown>;
 
+/** The largest size or count a config.json may give (see ConfigReader.int). */
+export const MAX_CONFIG_INT = 1 << 24;
+
 export function readJsonObject(path: string): RawConfig {
   let text: string;
   try {
@@ -50,10 +53,14 @@ export class ConfigReader {
     return v;
   }
 
-  /** A positive integer (sizes, counts). */
-  int(key: string, fallback?: number): number {
+  /**
+   * A positive integer (sizes, counts), at most `max`: 2²⁴ by default, far above any real model's
+   * sizes, so that a corrupted value is refused here instead of sizing an allocation or a loop.
+   */
+  int(key: string, fallback?: number, max = MAX_CONFIG_INT): number {
     const v = this.num(key, fallback);
     if (!Number.isInteger(v) || v <= 0) this.fail(key, `expected a positive integer, found ${v}`);
+    if (v > max) this.fail(key, `${v} is larger than any model Dikē reads (at most ${max})`);
     return v;
   }
 

@@ -50,6 +50,10 @@ export interface Tokenizer {
   readonly kind: 'wordpiece' | 'bpe' | 'tokenizer.json';
   /** Size of the vocabulary including added tokens (HF `len(tokenizer)`). */
   readonly vocabSize: number;
+  /** The largest token id (must be below the model's vocab_size). */
+  readonly maxId: number;
+  /** The file that defines the vocabulary (tokenizer.json, vocab.txt or vocab.json). */
+  readonly file: string;
   /** Resolved from tokenizer_config.json / special_tokens_map.json / config.json (`bos_token_id` etc.). */
   readonly special: SpecialTokenIds;
   /** Ids of all special tokens. */
@@ -118,6 +122,18 @@ type TemplateItem =
 
 const SPECIAL_NAMES = ['bos', 'eos', 'unk', 'pad', 'cls', 'sep', 'mask'] as const;
 type SpecialName = (typeof SPECIAL_NAMES)[number];
+
+/**
+ * The largest token id accepted (2²² ≈ 4.2 M, sixteen times the largest real vocabularies). The
+ * library allocates an id → token array as long as the largest id, so a stray id of 10⁹ would hang
+ * the load; a larger id is refused with the file and the token. The model's vocab_size bounds ids
+ * further (checkpoint.ts).
+ */
+export const MAX_TOKEN_ID = 1 << 22;
+
+function checkTokenId(file: string, place: string, id: number): void {
+  if (id >= MAX_TOKEN_ID) throw new DikeError(file, place, `token id ${id} is beyond any vocabulary (at most ${MAX_TOKEN_ID - 1})`);
+}
 
 const NO_TOKENIZER = 'no tokenizer found: expected tokenizer.json, vocab.txt, or vocab.json + merges.txt';
 
@@ -270,6 +286,7 @@ function addedTokensDecoder(tc: TokenizerConfig): AddedTokenJson[] {
   for (const [key, entry] of Object.entries(v)) {
     const place = `added_tokens_decoder.${key}`;
     if (!/^\d+$/.test(key)) throw new DikeError(tc.file, place, 'expected a non-negative integer id as key');
+    checkTokenId(tc.file, place, Number(key));
     if (!isObject(entry) || typeof entry.content !== 'string') {
       throw new DikeError(tc.file, place, 'expected an object with a "content" string');
     }
@@ -443,6 +460,7 @@ function buildByteLevelBpe(dir: string, tc: TokenizerConfig, stm: Json | undefin
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
       throw new DikeError(vocabFile, k, `expected a non-negative integer id, got ${JSON.stringify(v)}`);
     }
+    checkTokenId(vocabFile, JSON.stringify(k), v);
     vocab.set(k, v);
   }
   if (vocab.size === 0) throw new DikeError(vocabFile, '', 'empty vocabulary');
@@ -516,6 +534,8 @@ function buildFromTokenizerJson(dir: string, tc: TokenizerConfig, stm: Json | un
     if (!isObject(t) || typeof t.content !== 'string' || typeof t.id !== 'number' || !Number.isInteger(t.id)) {
       throw new DikeError(file, place, 'expected an object with integer "id" and string "content"');
     }
+    if (t.id < 0) throw new DikeError(file, place, `expected a non-negative token id, found ${t.id}`);
+    checkTokenId(file, place, t.id);
     const flags = addedTokenFlags(file, place, t);
     const special = flags.special ?? false;
     existing.push({
@@ -560,7 +580,12 @@ function modelVocab(file: string, model: Json): Map<string, number> {
       if (Array.isArray(entry) && typeof entry[0] === 'string') out.set(entry[0], i);
     });
   } else if (isObject(v)) {
-    for (const [k, id] of Object.entries(v)) if (typeof id === 'number') out.set(k, id);
+    for (const [k, id] of Object.entries(v)) {
+      if (typeof id !== 'number') continue;
+      if (!Number.isInteger(id) || id < 0) throw new DikeError(file, `model.vocab ${JSON.stringify(k)}`, `expected a non-negative integer id, found ${id}`);
+      checkTokenId(file, `model.vocab ${JSON.stringify(k)}`, id);
+      out.set(k, id);
+    }
   } else {
     throw new DikeError(file, 'model.vocab', 'missing or not an object');
   }
@@ -665,6 +690,8 @@ export function loadTokenizer(dir: string): Tokenizer {
 class HfBackedTokenizer implements Tokenizer {
   readonly kind: Tokenizer['kind'];
   readonly vocabSize: number;
+  readonly maxId: number;
+  readonly file: string;
   readonly special: SpecialTokenIds;
   readonly specialIds: ReadonlySet<number>;
   private readonly cleanUpSpaces: boolean;
@@ -685,6 +712,10 @@ class HfBackedTokenizer implements Tokenizer {
     // get_vocab walks the library's id → token array, which may have holes (key `undefined`).
     const vocab = inner.get_vocab(true);
     this.vocabSize = vocab.size - (vocab.has(undefined) ? 1 : 0);
+    this.file = built.file;
+    let maxId = -1;
+    for (const id of vocab.values()) if (typeof id === 'number' && id > maxId) maxId = id;
+    this.maxId = maxId;
 
     const special: SpecialTokenIds = {};
     for (const name of SPECIAL_NAMES) {

@@ -43,6 +43,11 @@ function sum(xs: ArrayLike<number>): number {
 
 export async function scoreTexts(ckpt: Checkpoint, runner: ModelRunner, texts: readonly string[], opts: ScoreOptions = {}): Promise<TextScore[]> {
   const enc = texts.map((t) => ckpt.tokenizer.encode(t));
+  // An id the embedding cannot index must not reach ONNX Runtime's Gather.
+  enc.forEach((e, i) => {
+    const k = e.ids.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < ckpt.shape.vocabSize));
+    if (k >= 0) throw new DikeError(ckpt.tokenizer.file, `text ${i + 1}`, `token ${JSON.stringify(e.tokens[k])} has id ${e.ids[k]}, outside the model's vocabulary (vocab_size ${ckpt.shape.vocabSize})`);
+  });
   if (ckpt.task === 'causal-lm') {
     const lps = await causalTokenLogprobs(runner, causalBos(ckpt), enc.map((e) => ({ ids: e.ids })), opts);
     return texts.map((text, i) => ({

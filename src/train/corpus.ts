@@ -12,7 +12,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { DikeError } from '../errors.js';
-import { Rng } from '../measure/stats/rng.js';
+import { Rng } from '../util/rng.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import type { StepBatch } from './session.js';
 

@@ -11,7 +11,7 @@ import { resolveArchitecture } from '../model/arch/registry.js';
 import { GraphBuilder } from '../model/graph/build.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { DikeError } from '../errors.js';
-import { Rng } from '../measure/stats/rng.js';
+import { Rng } from '../util/rng.js';
 
 export type TrainableModel = Omit<Checkpoint, 'bytesOnDisk'>;
 

@@ -15,7 +15,7 @@ import { copyTokenizerFiles } from '../model/tokenizer.js';
 import { readJsonObject } from '../model/config.js';
 import { ModelRunner, padBatch } from '../runtime/session.js';
 import { heldOutPerplexity } from '../score/perplexity.js';
-import { sha256File } from '../measure/data.js';
+import { sha256File } from '../util/hash.js';
 import { dikeVersion } from '../version.js';
 import { encodeForClassification, makeBatch, makeClassificationBatch, maskedRowCapacity, packSequences, readLabelled, readParagraphs, type Objective } from './corpus.js';
 import type { TrainableModel } from './init.js';
@@ -386,6 +386,12 @@ export function frozenSelector(model: TrainableModel, freeze: readonly string[])
     const layer = /^layer\.(\d+)$/.exec(item);
     if (layer) return (n) => LAYER_INDEX.exec(n)?.[1] === layer[1];
     return (n) => n.startsWith(item);
+  });
+  // An item that freezes nothing is a typo, not a choice: refuse it rather than train everything.
+  freeze.forEach((item, i) => {
+    if (![...model.params.keys()].some((n) => matchers[i]!(n))) {
+      throw new DikeError('', '--freeze', `"${item}" matches no parameter of the model (use embeddings, attention, ffn, head, norms, layer.N or a parameter-name prefix)`);
+    }
   });
   return (name) => !matchers.some((f) => f(name));
 }

@@ -35,7 +35,7 @@
 import { DikeError } from '../../errors.js';
 import type { LinearInfo } from '../../model/arch/types.js';
 import type { Checkpoint, Param } from '../../model/checkpoint.js';
-import { Rng } from '../../measure/stats/rng.js';
+import { Rng } from '../../util/rng.js';
 import { ModelRunner, gatherRows, lengthBuckets, padBatch, type ModelLike } from '../../runtime/session.js';
 import { causalTokenLogprobs, DEFAULT_MAX_TOKENS, type CausalJob } from '../../score/causal.js';
 import { causalBos, maskAndPadIds } from '../../score/text.js';

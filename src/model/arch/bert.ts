@@ -50,7 +50,7 @@ export function parseBertConfig(c: ConfigReader, task: Task): BertConfig {
   let numLabels = 0;
   if (task === 'sequence-classification') {
     const id2label = c.raw['id2label'];
-    numLabels = c.has('num_labels') ? c.int('num_labels') : id2label && typeof id2label === 'object' ? Object.keys(id2label).length : 2;
+    numLabels = c.has('num_labels') ? c.int('num_labels', undefined, 1 << 16) : id2label && typeof id2label === 'object' ? Object.keys(id2label).length : 2;
     labels = Array.from({ length: numLabels }, (_, i) => {
       const l = id2label && typeof id2label === 'object' ? (id2label as Record<string, unknown>)[String(i)] : undefined;
       return typeof l === 'string' ? l : `LABEL_${i}`;

@@ -41,5 +41,32 @@ export function resolveArchitecture(c: ConfigReader): ResolvedArchitecture {
   }
   const task = family.classes[hfClass]!;
   const config: unknown = family.parseConfig(c, task);
-  return { family, hfClass, task, config, shape: family.shape(config, task) };
+  const shape = family.shape(config, task);
+  checkConfigValues(c, shape.vocabSize);
+  return { family, hfClass, task, config, shape };
+}
+
+/** Normalisation epsilons: a zero or negative one gives NaN or nonsense, never an error, downstream. */
+const EPS_KEYS = ['layer_norm_eps', 'layer_norm_epsilon', 'rms_norm_eps'];
+/** Token ids a config may carry; each indexes the embedding, so it must lie in [0, vocab_size). */
+const TOKEN_ID_KEYS = ['bos_token_id', 'eos_token_id', 'pad_token_id', 'sep_token_id', 'cls_token_id', 'mask_token_id', 'unk_token_id', 'decoder_start_token_id'];
+
+/** Values the families read leniently (or not at all) but that every command depends on. */
+function checkConfigValues(c: ConfigReader, vocabSize: number): void {
+  for (const key of EPS_KEYS) {
+    const v = c.raw[key];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new DikeError(c.file, `"${key}"`, `expected a positive number, found ${JSON.stringify(v)}`);
+  }
+  for (const key of TOKEN_ID_KEYS) {
+    const v = c.raw[key];
+    if (v === undefined || v === null) continue;
+    // Old Llama configs write pad_token_id: -1 for "none".
+    const lowest = key === 'pad_token_id' ? -1 : 0;
+    for (const id of Array.isArray(v) ? v : [v]) {
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < lowest || id >= vocabSize) {
+        throw new DikeError(c.file, `"${key}"`, `expected an integer token id from ${lowest} to ${vocabSize - 1} (vocab_size ${vocabSize}), found ${JSON.stringify(v)}`);
+      }
+    }
+  }
 }
