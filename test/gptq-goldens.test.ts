@@ -13,15 +13,20 @@
  * order, float64 activations, an independent re-implementation) is ≥ 99.9%, a wrong H or pad
  * handling changes the codes wholesale, so ≥ 99% separates the two.
  */
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { MODELS, loadModelCached as load, scratchDir } from './fixtures.js';
+import { DATA, MODELS, loadModelCached as load, scratchDir } from './fixtures.js';
 import { readSafetensors, toFloat32 } from '../src/model/safetensors.js';
-import { applyRecipe, parseRecipe, type CompressionResult } from '../src/compress/recipe.js';
+import { applyRecipe, parseRecipe, type CompressionResult, type Recipe } from '../src/compress/recipe.js';
+import { inputStats, walkCalibration } from '../src/compress/calibrate.js';
+import { fairGptq, fairPreUpdate, pairCalibration } from '../src/compress/methods/fair-gptq.js';
+import { gptqTargets } from '../src/compress/methods/gptq.js';
+import { Gemm } from '../src/compress/gemm.js';
+import { sentencePairs } from '../src/measure/pairs.js';
 import { dequantizeState } from '../src/compress/quantizer.js';
-import type { MatrixReport } from '../src/compress/types.js';
+import type { MatrixReport, PairSource, QuantState } from '../src/compress/types.js';
 import { readFileSync } from 'node:fs';
 
 export const FAIR = path.join(MODELS, 'tiny-llama', 'fair_gptq');
@@ -90,7 +95,6 @@ export function totalOf(reports: MatrixReport[], key: string): number {
 }
 
 const dir = scratchDir('gptq-goldens');
-after(() => undefined);
 
 describe('gptq on the GPTQModel v2.2.0 goldens (tiny-llama, authors\' protocol)', () => {
   const g = fairGolden();
@@ -115,6 +119,130 @@ describe('gptq on the GPTQModel v2.2.0 goldens (tiny-llama, authors\' protocol)'
       t.diagnostic(`‖(W−Q)X‖² total ${total} vs golden ${run.totals.err_WQX_sq} (${((total / run.totals.err_WQX_sq - 1) * 100).toFixed(4)}%)`);
       assert.ok(Math.abs(total / run.totals.err_WQX_sq - 1) < 0.01, `total ${total} vs ${run.totals.err_WQX_sq}`);
       assert.ok(res.reports.flat().every((r) => r.detail?.['calibration'] === mode));
+    });
+  }
+});
+
+// ---- Fair-GPTQ ------------------------------------------------------------------------------------
+
+const pairs: PairSource = (req) => sentencePairs(DATA, req);
+
+function fairRecipe(o: Record<string, unknown>): Recipe {
+  return parseRecipe(
+    JSON.stringify({ seed: 0, steps: [{ method: 'fair-gptq', bits: 4, group_size: 32, pairs: 'stereoset', pairs_limit: 64, protocol: 'authors', ...o }] }),
+    'fair.json',
+  );
+}
+
+describe('fair-gptq on the authors\' goldens (tiny-llama, protocol=authors)', () => {
+  const g = fairGolden();
+
+  it('the StereoSet pairs, tokenized under the authors\' protocol, are the goldens\' token ids', () => {
+    const ckpt = load('tiny-llama');
+    const set = pairCalibration({ model: ckpt, pairs: (req) => pairs(req) }, fairGptq.parseOptions({ pairs: 'stereoset', pairs_limit: 64, protocol: 'authors', bits: 4 }, 't'), 't');
+    assert.deepEqual(set.sequences, g.pairs.flatMap((p) => [p.stereotype_ids, p.anti_stereotype_ids]));
+    assert.deepEqual(set.batching, { rows: 2, keepPads: true, padId: 50256, paired: true });
+  });
+
+  it('H and H_x01 as the authors accumulated them (debug_H, one-shot, α = 0.5)', async (t) => {
+    const ckpt = load('tiny-llama');
+    const dbg = readSafetensors(path.join(FAIR, 'debug_H__tiny-llama__oneshot__a0.5_sh0.safetensors'));
+    const set = pairCalibration({ model: ckpt, pairs }, fairGptq.parseOptions({ pairs: 'stereoset', pairs_limit: 64, protocol: 'authors', bits: 4 }, 't'), 't');
+    const all = ckpt.family.linears(ckpt.config, ckpt.task);
+    const names = ['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.down_proj'];
+    const stats = await inputStats(ckpt, ckpt.params, all.filter((l) => names.includes(l.weight.replace(/\.weight$/, ''))), set, { threads: 1, pairs: true });
+    const alpha = 0.5;
+    for (const p of names) {
+      const s = stats.get(`${p}.weight`)!;
+      const K = s.pairs!;
+      assert.equal(K, 64);
+      const relErr = (ours: (i: number) => number, ref: Float32Array): number => {
+        let num = 0;
+        let den = 0;
+        for (let i = 0; i < ref.length; i++) {
+          num = Math.max(num, Math.abs(ours(i) - ref[i]!));
+          den = Math.max(den, Math.abs(ref[i]!));
+        }
+        return num / den;
+      };
+      // H = (1/K) Σ (X0X0ᵀ + X1X1ᵀ), H_x01 = (2α/K) Σ ΔΔᵀ, pads included.
+      const eH = relErr((i) => s.gram[i]! / K, toFloat32(dbg.tensors.get(`${p}.H`)!));
+      const eX = relErr((i) => ((2 * alpha) / K) * s.pairGram![i]!, toFloat32(dbg.tensors.get(`${p}.H_x01`)!));
+      const eW = relErr((i) => ckpt.params.get(`${p}.weight`)!.data[i]!, toFloat32(dbg.tensors.get(`${p}.W_dense`)!));
+      t.diagnostic(`${p}: max |ΔH|/max|H| ${eH.toExponential(2)}, H_x01 ${eX.toExponential(2)}, W ${eW}`);
+      // float32 accumulation in both (ORT's GEMM here, torch's there) on activations equal to float32
+      // rounding; worst measured 2.9e-7 (H) and 1.2e-6 (H_x01, a difference of close activations).
+      assert.ok(eH < 1e-5, `${p} H: ${eH}`);
+      assert.ok(eX < 1e-5, `${p} H_x01: ${eX}`);
+      assert.equal(eW, 0);
+    }
+  });
+
+  const SETTINGS = [['a0', 0, 0], ['a0.5_sh0', 0.5, 0], ['a0.5_sh1', 0.5, 1], ['a5_sh0', 5, 0], ['a5_sh1', 5, 1]] as const;
+  for (const mode of ['one-shot', 'sequential'] as const) {
+    for (const [setting, alpha, sh] of SETTINGS) {
+      const run = g.runs[`${mode === 'one-shot' ? 'oneshot' : 'sequential'}/${setting}`]!;
+      // Free-running sequential with α ≠ 0 is chaotic: a few ±1-step flips from float rounding in
+      // layer 0 (5 weights of up_proj at α = 0.5) change the inputs of everything after them, and
+      // the pre-update amplifies that (layer 1 down_proj: 69% agreement at a0.5_sh0, 48% at a5_sh1;
+      // Dikē against itself with the pair order swapped: ≥ 99.95%). Those runs are checked matrix by
+      // matrix below with the golden's own upstream (teacher-forced); here only ‖(W−Q)X‖².
+      const chaotic = mode === 'sequential' && alpha !== 0;
+      it(`${mode} ${setting}: ${chaotic ? '‖(W−Q)X‖² total within 1% (free-running)' : '≥ 99% on the golden grid points; ‖(W−Q)X‖² and ‖Q(X0−X1)‖² totals within 1%'}`, async (t) => {
+        const res = await applyRecipe(load('tiny-llama'), fairRecipe({ alpha, sum_hessians: sh, calibration: mode }), { threads: 1, pairs });
+        const shares = agreement(res, goldenMatrices(run.file));
+        const reports = res.reports.flat();
+        const err = totalOf(reports, 'error');
+        const bias = totalOf(reports, 'bias_QdX_sq');
+        const biasW = totalOf(reports, 'bias_WdX_sq');
+        t.diagnostic(
+          `worst ${shares[0]!.name} ${shares[0]!.share.toFixed(5)}; err ${(100 * (err / run.totals.err_WQX_sq - 1)).toFixed(4)}%, ` +
+            `bias ${(100 * (bias / run.totals.bias_QdX_sq - 1)).toFixed(4)}%, dense bias ${(100 * (biasW / run.totals.bias_WdX_sq - 1)).toFixed(4)}%`,
+        );
+        assert.ok(Math.abs(err / run.totals.err_WQX_sq - 1) < 0.01, `‖(W−Q)X‖² ${err} vs ${run.totals.err_WQX_sq}`);
+        if (chaotic) return;
+        for (const s of shares) assert.ok(s.share >= 0.99, `${s.name}: ${s.share}`);
+        assert.ok(Math.abs(bias / run.totals.bias_QdX_sq - 1) < 0.01, `‖Q(X0−X1)‖² ${bias} vs ${run.totals.bias_QdX_sq}`);
+        assert.ok(Math.abs(biasW / run.totals.bias_WdX_sq - 1) < 0.01, `‖W(X0−X1)‖² ${biasW} vs ${run.totals.bias_WdX_sq}`);
+      });
+    }
+  }
+
+  for (const [setting, alpha, sh] of SETTINGS.filter(([, a]) => a !== 0)) {
+    const run = g.runs[`sequential/${setting}`]!;
+    it(`sequential ${setting}, teacher-forced: each group on inputs computed with the golden's earlier groups; ≥ 99% per matrix, totals within 1%`, async (t) => {
+      const ckpt = load('tiny-llama');
+      const golden = goldenMatrices(run.file);
+      const params = new Map([...ckpt.params].map(([k, p]) => [k, { ...p, data: p.data.slice() }]));
+      const opts = fairGptq.parseOptions({ bits: 4, group_size: 32, pairs: 'stereoset', pairs_limit: 64, protocol: 'authors', alpha, sum_hessians: sh }, 't');
+      const set = pairCalibration({ model: ckpt, pairs }, opts, 't');
+      const targets = ckpt.family.linears(ckpt.config, ckpt.task);
+      const quantized = new Map<string, QuantState>();
+      const reports: MatrixReport[] = [];
+      const gemm = new Gemm();
+      const shares: { name: string; share: number }[] = [];
+      try {
+        await walkCalibration(ckpt, params, targets, set, { mode: 'sequential', granularity: 'group', pairs: true, threads: 1 }, async (ts, stats) => {
+          reports.push(...(await gptqTargets(gemm, { params, quantized }, ts, stats, opts, 'fair-gptq', fairPreUpdate(gemm, opts, () => alpha))));
+          for (const tg of ts) {
+            const gm = golden.get(tg.weight.replace(/\.weight$/, ''))!;
+            const ours = dequantizeState(quantized.get(tg.weight)!);
+            let same = 0;
+            for (let i = 0; i < ours.length; i++) if (Math.abs(ours[i]! - gm.q[i]!) < 0.5 * gm.step[i]!) same++;
+            shares.push({ name: tg.weight, share: same / ours.length });
+            params.get(tg.weight)!.data.set(Float32Array.from(gm.q)); // continue from the golden's Q
+          }
+        });
+      } finally {
+        await gemm.dispose();
+      }
+      shares.sort((a, b) => a.share - b.share);
+      const err = totalOf(reports, 'error');
+      const biasW = totalOf(reports, 'bias_WdX_sq');
+      t.diagnostic(`worst ${shares[0]!.name} ${shares[0]!.share.toFixed(5)}; err ${(100 * (err / run.totals.err_WQX_sq - 1)).toFixed(4)}%, dense bias ${(100 * (biasW / run.totals.bias_WdX_sq - 1)).toFixed(4)}%`);
+      for (const s of shares) assert.ok(s.share >= 0.99, `${s.name}: ${s.share}`);
+      assert.ok(Math.abs(err / run.totals.err_WQX_sq - 1) < 0.01, `‖(W−Q)X‖² ${err} vs ${run.totals.err_WQX_sq}`);
+      assert.ok(Math.abs(biasW / run.totals.bias_WdX_sq - 1) < 0.01, `‖W(X0−X1)‖² ${biasW} vs ${run.totals.bias_WdX_sq}`);
     });
   }
 });
