@@ -4,11 +4,13 @@ import { loadCheckpoint } from '../model/checkpoint.js';
 import { applyRecipe, parseRecipe, readRecipe, writeCompressed, type Recipe } from '../compress/recipe.js';
 import { METHODS } from '../compress/registry.js';
 import { parsing, positiveInt, UsageError } from './args.js';
+import { resolveDataDir } from '../measure/data.js';
+import { sentencePairs } from '../measure/pairs.js';
 
 const usage =
   'dike compress <model-dir> (--recipe recipe.yaml | --method <name> [--sparsity S] [--bits B] [--group-size G] [--pattern N:M] ' +
   '[--global] [--opt key=value]… [--modules attention,ffn,head] [--layers 0,1,…]) [--calibration text-file] [--samples N] [--seq-len N] ' +
-  '[--seed N] [--threads N] --out <dir>';
+  '[--seed N] [--threads N] [--data <dir>] --out <dir>';
 
 /** The method flags map onto recipe option names (kebab-case → snake_case). */
 const METHOD_FLAGS = ['sparsity', 'bits', 'group-size', 'pattern'] as const;
@@ -64,6 +66,7 @@ export const compressCommand = {
           'seq-len': { type: 'string' },
           seed: { type: 'string' },
           threads: { type: 'string' },
+          data: { type: 'string' },
           out: { type: 'string' },
         },
       }),
@@ -74,7 +77,9 @@ export const compressCommand = {
     const threads = positiveInt(values.threads, '--threads');
     const recipe = values.recipe !== undefined ? readRecipe(values.recipe) : recipeFromFlags(values);
     const ckpt = loadCheckpoint(resolveModel(positionals[0]!).dir);
-    const result = await applyRecipe(ckpt, recipe, threads !== undefined ? { threads } : {});
+    // Sentence pairs for fair-gptq (pairs=stereoset|crows-pairs|<file>), from --data / DIKE_DATA / the embedded data.
+    const pairs = (req: { source: string; limit?: number }) => sentencePairs(resolveDataDir(values.data, { embedded: true }), req);
+    const result = await applyRecipe(ckpt, recipe, { ...(threads !== undefined ? { threads } : {}), pairs });
     writeCompressed(ckpt, result, recipe, values.out);
     const matrices = result.reports.flat();
     const sparsity = matrices.filter((m) => m.sparsity !== undefined);
