@@ -4,7 +4,9 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { DATA, loadModelCached as load } from './fixtures.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { DATA, assertOneLineError, dike, loadModelCached as load, modelDir, scratchDir } from './fixtures.js';
 import type { Checkpoint, Param } from '../src/model/checkpoint.js';
 import type { AnyFamily, LinearInfo } from '../src/model/arch/types.js';
 import type { GraphBuilder } from '../src/model/graph/build.js';
@@ -126,5 +128,23 @@ describe('fair-gptq options', () => {
     ];
     for (const [o, re] of bad) assert.throws(() => recipe(o), (e: unknown) => e instanceof DikeError && re.test(e.message) && !e.message.includes('\n'), JSON.stringify(o));
     await assert.rejects(applyRecipe(load('tiny-gpt2'), recipe({})), (e: unknown) => e instanceof DikeError && /no pair source/.test(e.message));
+  });
+});
+
+describe('dike compress --method fair-gptq', () => {
+  it('writes a model whose compression.json records the method, its calibration mode and the pairs', () => {
+    const out = scratchDir('fair-cli');
+    const r = dike(['compress', modelDir('tiny-gpt2'), '--method', 'fair-gptq', '--bits', '4', '--group-size', '32', '--opt', 'alpha=0.5', '--opt', 'sum_hessians=0',
+      '--opt', 'pairs=stereoset', '--opt', 'pairs_limit=8', '--opt', 'calibration=one-shot', '--opt', 'select_layers=lower', '--data', DATA, '--out', path.join(out, 'm')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /fair-gptq on 8 matrices/);
+    const cj = JSON.parse(readFileSync(path.join(out, 'm', 'compression.json'), 'utf8'));
+    assert.equal(cj.steps[0].calibration, 'one-shot');
+    assert.equal(cj.recipe.steps[0].select_layers, 'lower');
+    const m = cj.steps[0].matrices as { weight: string; detail: Record<string, unknown> }[];
+    // tiny-gpt2 has 2 blocks: ⌈0.2⌉ = 1, rounded up to even = 2, so "lower" is both.
+    assert.ok(m.every((x) => x.detail['alpha'] === 0.5 && x.detail['pairs'] === 8 && typeof x.detail['pair_tokens_sha256'] === 'string'));
+    const bad = dike(['compress', modelDir('tiny-gpt2'), '--method', 'fair-gptq', '--bits', '4', '--opt', 'calibration=twice', '--data', DATA, '--out', path.join(out, 'bad')]);
+    assertOneLineError(bad, '"calibration"', 'sequential, one-shot');
   });
 });

@@ -113,7 +113,7 @@ describe('gptq on the GPTQModel v2.2.0 goldens (tiny-llama, authors\' protocol)'
       const res = await applyRecipe(load('tiny-llama'), recipe, { threads: 1 });
       const shares = agreement(res, goldenMatrices(run.file));
       t.diagnostic(`agreement: worst ${shares[0]!.name} ${shares[0]!.share.toFixed(5)}, mean ${(shares.reduce((s, x) => s + x.share, 0) / shares.length).toFixed(5)}`);
-      // Worst measured: see the commit message / README (both modes ≥ 0.99).
+      // Worst measured: one-shot 0.99980 (layer 1 down_proj), sequential 1.0; totals within 1e-8.
       for (const s of shares) assert.ok(s.share >= 0.99, `${s.name}: ${s.share}`);
       const total = totalOf(res.reports.flat(), 'error');
       t.diagnostic(`‖(W−Q)X‖² total ${total} vs golden ${run.totals.err_WQX_sq} (${((total / run.totals.err_WQX_sq - 1) * 100).toFixed(4)}%)`);
@@ -170,10 +170,10 @@ describe('fair-gptq on the authors\' goldens (tiny-llama, protocol=authors)', ()
       const eX = relErr((i) => ((2 * alpha) / K) * s.pairGram![i]!, toFloat32(dbg.tensors.get(`${p}.H_x01`)!));
       const eW = relErr((i) => ckpt.params.get(`${p}.weight`)!.data[i]!, toFloat32(dbg.tensors.get(`${p}.W_dense`)!));
       t.diagnostic(`${p}: max |ΔH|/max|H| ${eH.toExponential(2)}, H_x01 ${eX.toExponential(2)}, W ${eW}`);
-      // float32 accumulation in both (ORT's GEMM here, torch's there) on activations equal to float32
-      // rounding; worst measured 2.9e-7 (H) and 1.2e-6 (H_x01, a difference of close activations).
-      assert.ok(eH < 1e-5, `${p} H: ${eH}`);
-      assert.ok(eX < 1e-5, `${p} H_x01: ${eX}`);
+      // float32 accumulation in both (ORT's GEMM here, torch's running average there) on activations
+      // equal to float32 rounding; worst measured 2.5e-7 (H) and 4.4e-7 (H_x01, down_proj).
+      assert.ok(eH < 2e-6, `${p} H: ${eH}`);
+      assert.ok(eX < 2e-6, `${p} H_x01: ${eX}`);
       assert.equal(eW, 0);
     }
   });
@@ -182,11 +182,18 @@ describe('fair-gptq on the authors\' goldens (tiny-llama, protocol=authors)', ()
   for (const mode of ['one-shot', 'sequential'] as const) {
     for (const [setting, alpha, sh] of SETTINGS) {
       const run = g.runs[`${mode === 'one-shot' ? 'oneshot' : 'sequential'}/${setting}`]!;
-      // Free-running sequential with α ≠ 0 is chaotic: a few ±1-step flips from float rounding in
-      // layer 0 (5 weights of up_proj at α = 0.5) change the inputs of everything after them, and
-      // the pre-update amplifies that (layer 1 down_proj: 69% agreement at a0.5_sh0, 48% at a5_sh1;
-      // Dikē against itself with the pair order swapped: ≥ 99.95%). Those runs are checked matrix by
-      // matrix below with the golden's own upstream (teacher-forced); here only ‖(W−Q)X‖².
+      // Free-running sequential with α ≠ 0 cannot be matched weight for weight by an implementation
+      // that is not bit-identical to torch's float32 pre-update. Cause (traced): when a group's
+      // extreme |w| sits at the group's first column, w/scale = ±7.5·(1 ± δ) with δ the float32
+      // rounding of scale = 2·max|w|/15, so whether it lands on code −8 or −7 is decided by the last
+      // bits of the pre-updated W (f32 torch there, f64 rounded to f32 here). At a0.5_sh0 one such
+      // site in layer 0 up_proj (row 31, column 0, w/scale = −7.500000) went the other way (5 weights
+      // of that row differ after GPTQ's feedback);
+      // the changed up_proj changes every later input, and the pre-update and GPTQ's row-wise
+      // error feedback spread that (layer 0 down_proj 92%, layer 1 down_proj 69%; at a5_sh1 48%).
+      // Dikē is stable against its own float noise (Grams perturbed by 1e-6: 100% unchanged).
+      // So these runs are checked matrix by matrix below, each group on inputs computed with the
+      // golden's own earlier groups (teacher-forced, ≥ 99.3%); here ‖(W−Q)X‖² (worst 0.081%).
       const chaotic = mode === 'sequential' && alpha !== 0;
       it(`${mode} ${setting}: ${chaotic ? '‖(W−Q)X‖² total within 1% (free-running)' : '≥ 99% on the golden grid points; ‖(W−Q)X‖² and ‖Q(X0−X1)‖² totals within 1%'}`, async (t) => {
         const res = await applyRecipe(load('tiny-llama'), fairRecipe({ alpha, sum_hessians: sh, calibration: mode }), { threads: 1, pairs });
@@ -201,6 +208,8 @@ describe('fair-gptq on the authors\' goldens (tiny-llama, protocol=authors)', ()
         );
         assert.ok(Math.abs(err / run.totals.err_WQX_sq - 1) < 0.01, `‖(W−Q)X‖² ${err} vs ${run.totals.err_WQX_sq}`);
         if (chaotic) return;
+        // Worst measured: 0.99365 (one-shot a0.5_sh0, layer 1 k_proj: one row after a first-column tie
+        // as above); totals within 0.013%.
         for (const s of shares) assert.ok(s.share >= 0.99, `${s.name}: ${s.share}`);
         assert.ok(Math.abs(bias / run.totals.bias_QdX_sq - 1) < 0.01, `‖Q(X0−X1)‖² ${bias} vs ${run.totals.bias_QdX_sq}`);
         assert.ok(Math.abs(biasW / run.totals.bias_WdX_sq - 1) < 0.01, `‖W(X0−X1)‖² ${biasW} vs ${run.totals.bias_WdX_sq}`);
@@ -240,6 +249,7 @@ describe('fair-gptq on the authors\' goldens (tiny-llama, protocol=authors)', ()
       const err = totalOf(reports, 'error');
       const biasW = totalOf(reports, 'bias_WdX_sq');
       t.diagnostic(`worst ${shares[0]!.name} ${shares[0]!.share.toFixed(5)}; err ${(100 * (err / run.totals.err_WQX_sq - 1)).toFixed(4)}%, dense bias ${(100 * (biasW / run.totals.bias_WdX_sq - 1)).toFixed(4)}%`);
+      // Worst measured: 0.99316 (a5_sh0, layer 1 q_proj); totals within 0.007%.
       for (const s of shares) assert.ok(s.share >= 0.99, `${s.name}: ${s.share}`);
       assert.ok(Math.abs(err / run.totals.err_WQX_sq - 1) < 0.01, `‖(W−Q)X‖² ${err} vs ${run.totals.err_WQX_sq}`);
       assert.ok(Math.abs(biasW / run.totals.bias_WdX_sq - 1) < 0.01, `‖W(X0−X1)‖² ${biasW} vs ${run.totals.bias_WdX_sq}`);

@@ -30,7 +30,8 @@
  * authors' README for 'upper' and 'lower-upper' pass the lower layers' list, which we do not copy).
  * `ignore`: matrix kinds exempt from the term, matched as substrings of the module name as the
  * authors' `ignore_bias` is (e.g. "k_proj,q_proj,v_proj,fc1"), or their named lists `opt` and
- * `mistral`. Exempt matrices get plain GPTQ (α = 0), as in the reference.
+ * `mistral`. Exempt matrices get plain GPTQ (α = 0), as in the reference. Lists take `,` or `+`
+ * (`+` where a comma would end the option, as in `audit --variant fair-gptq:ignore=k_proj+q_proj`).
  */
 import { DikeError } from '../../errors.js';
 import { Gemm, choleskyInverseUpperBlocked } from '../gemm.js';
@@ -75,7 +76,7 @@ export function selectedLayers(spec: string, L: number, where = ''): Set<number>
       return new Set([...all.slice(0, h), ...all.slice(L - h)]);
     }
   }
-  const ids = spec.split(',').map((s) => Number(s.trim()));
+  const ids = spec.split(/[,+]/).map((s) => Number(s.trim()));
   if (ids.some((i) => !Number.isInteger(i) || i < 0)) throw new DikeError('recipe', `${where} "select_layers"`, `expected all, lower, upper, lower-upper or block indices "0,1,…", found "${spec}"`);
   for (const i of ids) if (i >= L) throw new DikeError('recipe', `${where} "select_layers"`, `block ${i} does not exist (the model has ${L})`);
   return new Set(ids);
@@ -83,7 +84,7 @@ export function selectedLayers(spec: string, L: number, where = ''): Set<number>
 
 function ignoredKinds(spec: string): string[] {
   const s = IGNORE_PRESETS[spec] ?? spec;
-  return s.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  return s.split(/[,+]/).map((x) => x.trim()).filter((x) => x !== '');
 }
 
 /** α for one matrix: 0 outside the selected blocks and for ignored kinds (the reference's rule). */
@@ -198,7 +199,7 @@ export const fairGptq: Method<FairGptqOptions> = {
     if (o.act_order || o.static_groups) throw new DikeError('recipe', `${where} "act_order"`, 'fair-gptq runs without act_order and static_groups (as the paper)');
     // The authors' protocol includes the reference's symmetric range unless asked otherwise.
     if (o.protocol === 'authors' && raw['symmetric_range'] === undefined) o.symmetric_range = 'reference';
-    if (!['all', 'lower', 'upper', 'lower-upper'].includes(o.select_layers) && !/^\s*\d+(\s*,\s*\d+)*\s*$/.test(o.select_layers)) {
+    if (!['all', 'lower', 'upper', 'lower-upper'].includes(o.select_layers) && !/^\s*\d+(\s*[,+]\s*\d+)*\s*$/.test(o.select_layers)) {
       throw new DikeError('recipe', `${where} "select_layers"`, `expected all, lower, upper, lower-upper or block indices "0,1,…", found "${o.select_layers}"`);
     }
     return o;
@@ -222,6 +223,7 @@ export const fairGptq: Method<FairGptqOptions> = {
           else for (let i = 0; i < t.inDim; i++) for (let o = 0; o < t.outDim; o++) Q[o * t.inDim + i] = p.data[i * t.outDim + o]!;
           r.detail!['bias_QdX_sq'] = await quadratic(gemm, Q, s.pairGram!, t.outDim, t.inDim);
           r.detail!['protocol'] = opts.protocol;
+          r.detail!['pair_tokens_sha256'] = set.hash;
         }
         reports.push(...rep);
       });
