@@ -436,7 +436,8 @@ describe('gptq on the shared models: ‖WX − ŴX‖² ≤ RTN on every layer',
     it(`${name} ${JSON.stringify(o)}`, async () => {
       const ckpt = load(name);
       const targets = targetsOf(ckpt);
-      const gq = await compress(name, { method: 'gptq', ...o });
+      // Compared on the dense model's Grams: what a one-shot step sees (sequential: calibrate-sequential.test.ts).
+      const gq = await compress(name, { method: 'gptq', calibration: 'one-shot', ...o });
       const rt = await compress(name, { method: 'rtn', ...Object.fromEntries(Object.entries(o).filter(([k]) => k !== 'act_order')) });
       // Grams recomputed here on the dense model with the same seeded calibration sample.
       const calib = sampleCalibration(ckpt, { file: CORPUS, samples: CAL.samples, seqLen: CAL.seq_len, seed: SEED });

@@ -28,6 +28,7 @@ import { discordantCounts, holm, mcnemarExact, pairOutcomes, pairedBootstrapDelt
 import { flipCountsByGroup, flips, overRepresentation } from './cie.js';
 import type { AuditResults, BenchmarkAudit, Exemplar, ModelEntry, PairedCell, VariantComparison } from './types.js';
 import { renderReport } from './report/html.js';
+import { sentencePairs } from '../measure/pairs.js';
 
 /** The option a sweep varies, per method (`--sweep "magnitude:0.1,0.3"` sets sparsity). */
 export const SWEEP_PARAMETER: Readonly<Record<string, string>> = {
@@ -39,6 +40,7 @@ export const SWEEP_PARAMETER: Readonly<Record<string, string>> = {
   layers: 'remove',
   rtn: 'bits',
   gptq: 'bits',
+  'fair-gptq': 'alpha',
 };
 
 export interface VariantSpec {
@@ -133,7 +135,7 @@ function hashDataFolder(dataDir: string, folder: string): { hash: string; record
 // ---- compressing variants ---------------------------------------------------------------------
 
 /** Compress a variant into <out>/variants/<name> unless a finished copy with the same recipe is there. */
-async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threads: number | undefined, log: (l: string) => void): Promise<string> {
+async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threads: number | undefined, dataDir: string, log: (l: string) => void): Promise<string> {
   if (v.dir !== undefined) return v.dir;
   const recipe = v.recipe!;
   const dir = path.join(out, 'variants', v.name);
@@ -143,7 +145,8 @@ async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threa
   const tmp = `${dir}.partial`;
   rmSync(tmp, { recursive: true, force: true });
   log(`compressing ${v.name}`);
-  const result = await applyRecipe(dense, recipe, threads !== undefined ? { threads } : {});
+  // Sentence pairs (fair-gptq) come from the audit's data directory.
+  const result = await applyRecipe(dense, recipe, { ...(threads !== undefined ? { threads } : {}), pairs: (req) => sentencePairs(dataDir, req) });
   writeCompressed(dense, result, recipe, tmp);
   writeFileSync(path.join(tmp, '.dike-recipe-sha256'), want);
   rmSync(dir, { recursive: true, force: true });
@@ -310,7 +313,7 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
     const models: { entry: ModelEntry; ckpt: Checkpoint; results: Map<string, BenchmarkResult> }[] = [];
     const all: (VariantSpec & { isDense?: boolean })[] = [{ name: 'dense', dir: req.model, spec: '', isDense: true }, ...req.variants];
     for (const v of all) {
-      const dir = v.isDense ? req.model : await materialise(dense, v, req.out, req.threads, log);
+      const dir = v.isDense ? req.model : await materialise(dense, v, req.out, req.threads, req.dataDir, log);
       const ckpt = v.isDense ? dense : loadCheckpoint(dir);
       if (ckpt.hfClass !== dense.hfClass) throw new DikeError(dir, '', `variant is a ${ckpt.hfClass}, the dense model a ${dense.hfClass}`);
       const hashes = hashModelDir(dir);

@@ -1,5 +1,6 @@
 import { corpusFile, resolveModel } from '../embedded.js';
 import { resolveDataDir } from '../measure/data.js';
+import { sentencePairs } from '../measure/pairs.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -31,7 +32,7 @@ const spec: CommandSpec = {
     },
     samples: { type: 'int', min: 1, max: MAX_CALIBRATION_SAMPLES, default: 128, help: 'calibration sequences (calibrated methods)' },
     'seq-len': { type: 'int', min: 4, max: MAX_CALIBRATION_SEQ_LEN, default: 128, help: 'tokens per calibration sequence (calibrated methods)' },
-    data: { ...DATA_FLAG, help: 'data directory whose lm_corpus/train.txt is the default calibration text (default: $DIKE_DATA, else the shipped excerpt)' },
+    data: { ...DATA_FLAG, help: 'data directory: lm_corpus/train.txt is the default calibration text, stereoset/crows-pairs the fair-gptq pairs (default: $DIKE_DATA, else the shipped data)' },
     seed: { ...SEED_FLAG, default: 0 },
     threads: THREADS_FLAG,
     out: { type: 'string', value: '<dir>', required: true, help: 'the output directory (new or empty)' },
@@ -125,11 +126,13 @@ export const compressCommand = {
     const threads = args.num('threads');
     const recipe = recipeFile !== undefined ? readRecipe(recipeFile) : recipeFromFlags(args);
     // A recipe file that names no calibration text gets the default one (recorded in compression.json).
-    if (recipe.calibration === undefined && needsCalibration(recipe)) recipe.calibration = { file: defaultCalibrationFile(args.str('data')), samples: 128, seqLen: 128 };
+    if (recipe.calibration === undefined && recipe.calibrationTokens === undefined && needsCalibration(recipe)) recipe.calibration = { file: defaultCalibrationFile(args.str('data')), samples: 128, seqLen: 128 };
     const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
     let result: Awaited<ReturnType<typeof applyRecipe>>;
     try {
-      result = await applyRecipe(ckpt, recipe, threads !== undefined ? { threads } : {});
+      // Sentence pairs for fair-gptq (pairs=stereoset|crows-pairs|<file>), from --data / DIKE_DATA / the embedded data.
+      const pairs = (req: { source: string; limit?: number }) => sentencePairs(resolveDataDir(args.str('data'), { embedded: true }), req);
+      result = await applyRecipe(ckpt, recipe, { ...(threads !== undefined ? { threads } : {}), pairs });
     } catch (e) {
       throw asFlagError(args, e);
     }

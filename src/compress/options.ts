@@ -40,6 +40,16 @@ export class OptionReader {
     this.fail(key, `expected true or false, found ${JSON.stringify(v)}`);
   }
 
+  /** A string (numbers are accepted and written as strings, e.g. select_layers: 3). */
+  str(key: string, fallback?: string): string {
+    this.used.add(key);
+    const v = this.raw[key] ?? fallback;
+    if (v === undefined) this.fail(key, 'required');
+    if (typeof v === 'number') return String(v);
+    if (typeof v !== 'string' || v.trim() === '') this.fail(key, `expected a string, found ${JSON.stringify(v)}`);
+    return v;
+  }
+
   oneOf<T extends string>(key: string, allowed: readonly T[], fallback?: T): T {
     this.used.add(key);
     const v = this.raw[key] ?? fallback;

@@ -28,10 +28,16 @@ export interface Grid {
   /** 2^bits − 1, the largest code. */
   maxq: number;
   symmetric: boolean;
+  /**
+   * Symmetric range exactly as the GPTQ reference (and GPTQModel's quantizer.py) computes it: a group
+   * with no negative entry keeps xmin = 0, so scale = max w / maxq and the top half of the codes is
+   * clipped. Off (default): scale = 2·max|w| / maxq for every group, as compressed-tensors.
+   */
+  referenceSymmetric?: boolean;
 }
 
-export function grid(bits: number, symmetric: boolean): Grid {
-  return { bits, maxq: 2 ** bits - 1, symmetric };
+export function grid(bits: number, symmetric: boolean, referenceSymmetric = false): Grid {
+  return { bits, maxq: 2 ** bits - 1, symmetric, ...(referenceSymmetric && symmetric ? { referenceSymmetric: true } : {}) };
 }
 
 /** Round half to even (torch.round / numpy.rint). */
@@ -53,7 +59,7 @@ export function groupCount(cols: number, groupSize: number): number {
 function paramsOfRange(g: Grid, xmin: number, xmax: number, scales: Float32Array, zeros: Uint8Array, at: number): void {
   if (g.symmetric) {
     const a = Math.max(-xmin, xmax);
-    xmin = -a;
+    if (!(g.referenceSymmetric && xmin === 0)) xmin = -a;
     xmax = a;
   }
   if (xmin === 0 && xmax === 0) {

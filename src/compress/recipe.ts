@@ -5,6 +5,7 @@
  *
  *   seed: 0
  *   calibration: { file: ../shared/data/lm_corpus/train.txt, samples: 128, seq_len: 128 }
+ *   # or explicit token ids: { tokens: ids.json, batch_size: 2, keep_pads: true, pad_id: 50256 }
  *   steps:
  *     - method: magnitude
  *       sparsity: 0.5
@@ -25,10 +26,10 @@ import { ConfigReader } from '../model/config.js';
 import { fromFloat32, serializeSafetensors, type RawTensor } from '../model/safetensors.js';
 import { sha256Bytes, sha256File } from '../util/hash.js';
 import { dikeVersion } from '../version.js';
-import { inputStats, sampleCalibration, type CalibrationSet, type CalibrationSpec } from './calibrate.js';
+import { inputStats, readTokenCalibration, sampleCalibration, walkCalibration, type CalibrationSet, type CalibrationSpec } from './calibrate.js';
 import { MAX_CALIBRATION_SAMPLES, MAX_CALIBRATION_SEQ_LEN } from './calibration-types.js';
 import { findMethod, METHODS } from './registry.js';
-import type { InputStats, MatrixReport, QuantState, RawOptions } from './types.js';
+import type { InputStats, MatrixReport, PairSource, QuantState, RawOptions } from './types.js';
 
 export type ModuleKind = LinearInfo['module'];
 
@@ -51,6 +52,8 @@ export interface RecipeStep {
 export interface Recipe {
   seed: number;
   calibration?: { file: string; samples: number; seqLen: number };
+  /** Explicit token sequences instead of sampled text (calibration: { tokens: file.json, … }). */
+  calibrationTokens?: { file: string; batchSize: number; keepPads: boolean; padId?: number };
   steps: RecipeStep[];
 }
 
@@ -129,8 +132,19 @@ export function parseRecipe(text: string, file: string): Recipe {
   const recipe: Recipe = { seed: seed as number, steps: [] };
   SOURCES.set(recipe, file);
   const cal = doc['calibration'];
-  if (cal !== undefined) {
-    if (!isObject(cal) || typeof cal['file'] !== 'string') throw new DikeError(file, '"calibration"', 'expected { file, samples, seq_len }');
+  if (isObject(cal) && cal['tokens'] !== undefined) {
+    // Explicit token ids (a JSON list of id lists), batched as given.
+    if (typeof cal['tokens'] !== 'string') throw new DikeError(file, '"calibration.tokens"', 'expected the path of a JSON file of token-id lists');
+    for (const k of Object.keys(cal)) if (!['tokens', 'batch_size', 'keep_pads', 'pad_id'].includes(k)) throw new DikeError(file, `"calibration.${k}"`, 'unknown key (with tokens: batch_size, keep_pads, pad_id)');
+    const batchSize = cal['batch_size'] ?? 16;
+    if (!Number.isInteger(batchSize) || (batchSize as number) <= 0) throw new DikeError(file, '"calibration.batch_size"', 'expected a positive integer');
+    const keepPads = cal['keep_pads'] ?? false;
+    if (typeof keepPads !== 'boolean') throw new DikeError(file, '"calibration.keep_pads"', 'expected true or false');
+    const padId = cal['pad_id'];
+    if (padId !== undefined && (!Number.isInteger(padId) || (padId as number) < 0)) throw new DikeError(file, '"calibration.pad_id"', 'expected a token id');
+    recipe.calibrationTokens = { file: path.resolve(path.dirname(file), cal['tokens']), batchSize: batchSize as number, keepPads, ...(padId !== undefined ? { padId: padId as number } : {}) };
+  } else if (cal !== undefined) {
+    if (!isObject(cal) || typeof cal['file'] !== 'string') throw new DikeError(file, '"calibration"', 'expected { file, samples, seq_len } or { tokens, batch_size, keep_pads, pad_id }');
     const samples = cal['samples'] ?? 128;
     const seqLen = cal['seq_len'] ?? 128;
     if (!Number.isInteger(samples) || (samples as number) <= 0 || (samples as number) > MAX_CALIBRATION_SAMPLES) throw new DikeError(file, '"calibration.samples"', `expected an integer from 1 to ${MAX_CALIBRATION_SAMPLES}, got ${JSON.stringify(samples)}`);
@@ -210,7 +224,15 @@ function inRecipeFile<T>(recipe: Recipe, f: () => T): T {
   }
 }
 
-export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { threads?: number } = {}): Promise<CompressionResult> {
+export interface ApplyOptions {
+  threads?: number;
+  /** Use this calibration set instead of the recipe's (library callers with their own token ids). */
+  calibration?: CalibrationSet;
+  /** Sentence pairs for methods calibrated on pairs (fair-gptq); the CLI and audit pass measure/pairs.ts. */
+  pairs?: PairSource;
+}
+
+export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: ApplyOptions = {}): Promise<CompressionResult> {
   try {
     return await applySteps(ckpt, recipe, opts);
   } catch (e) {
@@ -218,15 +240,20 @@ export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: { thre
   }
 }
 
-async function applySteps(ckpt: Checkpoint, recipe: Recipe, opts: { threads?: number }): Promise<CompressionResult> {
+async function applySteps(ckpt: Checkpoint, recipe: Recipe, opts: ApplyOptions): Promise<CompressionResult> {
   const params = cloneParams(ckpt.params);
   // The model as the next step sees it: a step may edit the config (and so the architecture).
   let model: Checkpoint = { ...ckpt, params };
   let allLinears = model.family.linears(model.config, model.task);
   let configEdited = false;
-  let calibration: CalibrationSet | undefined;
+  let calibration: CalibrationSet | undefined = opts.calibration;
   const calibrationSet = (): CalibrationSet => {
     if (calibration !== undefined) return calibration;
+    const tok = recipe.calibrationTokens;
+    if (tok !== undefined) {
+      const padId = tok.padId ?? ckpt.tokenizer.special.pad ?? ckpt.tokenizer.special.eos ?? 0;
+      return (calibration = readTokenCalibration(tok.file, { rows: tok.batchSize, keepPads: tok.keepPads, padId }));
+    }
     if (recipe.calibration === undefined) throw new DikeError(sourceOf(recipe), '"calibration"', 'a method in this recipe needs calibration text: give --calibration <text file> (or calibration.file in a recipe)');
     const spec: CalibrationSpec = { ...recipe.calibration, seed: recipe.seed };
     return (calibration = sampleCalibration(ckpt, spec));
@@ -272,6 +299,12 @@ async function applySteps(ckpt: Checkpoint, recipe: Recipe, opts: { threads?: nu
             calibrationSet,
             ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
             calibration: async () => (stats ??= await inputStats(model, params, g.targets, calibrationSet(), opts.threads !== undefined ? { threads: opts.threads } : {})),
+            walk: async ({ set, ...walk }, visit) =>
+              walkCalibration(model, params, g.targets, set ?? calibrationSet(), { ...walk, ...(opts.threads !== undefined ? { threads: opts.threads } : {}) }, visit),
+            pairs: (req, where) => {
+              if (opts.pairs === undefined) throw new DikeError('recipe', where, `needs sentence pairs ("${req.source}") but no pair source was given (applyRecipe's pairs option; the CLI passes one)`);
+              return opts.pairs(req);
+            },
           },
           parsed,
         )),
@@ -331,6 +364,7 @@ export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, rec
     recipe: {
       seed: recipe.seed,
       ...(recipe.calibration ? { calibration: { ...recipe.calibration, file: path.basename(recipe.calibration.file), file_sha256: sha256File(recipe.calibration.file) } } : {}),
+      ...(recipe.calibrationTokens ? { calibration: { ...recipe.calibrationTokens, tokens: path.basename(recipe.calibrationTokens.file), file: undefined } } : {}),
       steps: recipe.steps.map((s, i) => ({
         method: s.method,
         ...findMethod(s.method)!.parseOptions(s.options, `step ${i + 1}`),
@@ -338,9 +372,21 @@ export function writeCompressed(ckpt: Checkpoint, result: CompressionResult, rec
         ...(s.overrides.length ? { overrides: Object.fromEntries(s.overrides.map((o) => [o.pattern, o.options])) } : {}),
       })),
     },
-    calibration: result.calibration ? { sequences: result.calibration.sequences.length, seq_len: result.calibration.spec.seqLen, token_sha256: result.calibration.hash } : null,
+    calibration: result.calibration
+      ? {
+          sequences: result.calibration.sequences.length,
+          ...('seqLen' in result.calibration.spec ? { seq_len: result.calibration.spec.seqLen } : { tokens: path.basename(result.calibration.spec.tokens) }),
+          batch_size: result.calibration.batching.rows,
+          keep_pads: result.calibration.batching.keepPads,
+          token_sha256: result.calibration.hash,
+        }
+      : null,
     weights_sha256: sha256Bytes(bytes),
-    steps: result.reports.map((r, i) => ({ step: i + 1, method: recipe.steps[i]!.method, matrices: r })),
+    steps: result.reports.map((r, i) => {
+      // How the step's statistics were gathered (sequential or one-shot), for the calibrated methods.
+      const o = findMethod(recipe.steps[i]!.method)!.parseOptions(recipe.steps[i]!.options, `step ${i + 1}`) as Record<string, unknown>;
+      return { step: i + 1, method: recipe.steps[i]!.method, ...(typeof o['calibration'] === 'string' ? { calibration: o['calibration'] } : {}), matrices: r };
+    }),
   };
   if (result.quantized.size > 0) {
     // Sidecar with the integer form of quantized matrices (codes, scales, zero points) for deployed kernels.

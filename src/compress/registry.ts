@@ -3,6 +3,7 @@ import type { AnyMethod } from './types.js';
 import { magnitude } from './methods/magnitude.js';
 import { rtn } from './methods/rtn.js';
 import { gptq } from './methods/gptq.js';
+import { fairGptq } from './methods/fair-gptq.js';
 import { dynamicInt8 } from './methods/dynamic-int8.js';
 import { sparsegpt } from './methods/sparsegpt.js';
 import { wanda } from './methods/wanda.js';
@@ -15,6 +16,7 @@ export const METHODS: readonly AnyMethod[] = [
   magnitude,
   rtn,
   gptq,
+  fairGptq,
   dynamicInt8,
   wanda,
   sparsegpt,

@@ -5,10 +5,11 @@
  */
 import type { LinearInfo } from '../model/arch/types.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
-import type { CalibrationSet, InputStats } from './calibration-types.js';
-import type { QuantState } from '../model/quant.js';
+import type { CalibrationSet, CalibrationVisit, InputStats, WalkOptions } from './calibration-types.js';
 
 export type { InputStats } from './calibration-types.js';
+import type { QuantState } from '../model/quant.js';
+
 
 /** What a method did to one matrix; recorded in compression.json. */
 export interface MatrixReport {
@@ -37,6 +38,13 @@ export interface CompressContext {
   /** Input statistics of the targets on the calibration set, computed on the current weights. */
   calibration(): Promise<Map<string, InputStats>>;
   /**
+   * The targets with their input statistics, one-shot or sequentially (compress/calibrate.ts
+   * walkCalibration); `set` replaces the recipe's calibration set (e.g. a method's own sentence pairs).
+   */
+  walk(opts: WalkOptions & { set?: CalibrationSet }, visit: CalibrationVisit): Promise<void>;
+  /** Sentence pairs by name (the caller of applyRecipe provides them; see PairSource). */
+  pairs(spec: PairRequest, where: string): SentencePair[];
+  /**
    * The model as it stands before this step (config, shape, task, tokenizer), with `params` = the
    * working parameters above: what a method needs to run the model itself (e.g. ablation losses).
    */
@@ -55,6 +63,29 @@ export interface CompressContext {
   /** Integer forms of quantized matrices, by weight name (quantization methods fill it). */
   quantized: Map<string, QuantState>;
 }
+
+/** Two sentences that differ only in the social group mentioned (Fair-GPTQ's calibration). */
+export interface SentencePair {
+  /** The stereotypical (more biased) sentence and its counterpart. */
+  stereotype: string;
+  antiStereotype: string;
+  /** Stable id and group, for the record. */
+  id?: string;
+  group?: string;
+}
+
+export interface PairRequest {
+  /** A source name (stereoset, crows-pairs) or a file. */
+  source: string;
+  /** At most this many pairs, in file order. */
+  limit?: number;
+}
+
+/**
+ * Where sentence pairs come from. The compress layer does not read benchmark data itself (it sits
+ * below measure/): the caller passes a PairSource (the CLI and audit pass measure/pairs.ts).
+ */
+export type PairSource = (req: PairRequest) => SentencePair[];
 
 /** Raw options of one recipe step, as written in YAML/JSON or on the command line. */
 export type RawOptions = Record<string, unknown>;

@@ -17,6 +17,7 @@ import { weightSource } from '../model/checkpoint.js';
 import { GraphBuilder } from '../model/graph/build.js';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import type { Graph } from '../model/graph/ir.js';
+import type { BlockRange } from '../model/arch/types.js';
 import { DikeError } from '../errors.js';
 import type { QuantState } from '../model/quant.js';
 import { checkQuantized, deployGraph, fakeQuantizeActivations, QUANTIZATION_FILE, readQuantization, readQuantizationInfo, type DeployOptions, type Execution } from './deploy.js';
@@ -74,9 +75,10 @@ export function planGraph(g: Graph, plan: ExecutionPlan): Graph {
 
 export type ModelLike = Pick<Checkpoint, 'family' | 'config' | 'task' | 'shape' | 'params' | 'dir' | 'weightFiles'>;
 
-export function buildBodyGraph(m: ModelLike): Graph {
-  const b = new GraphBuilder('body', weightSource(m));
-  m.family.body(b, m.config);
+/** The body graph; with `blocks`, only those blocks (input hidden_in, output hidden.<to>; see Family.body). */
+export function buildBodyGraph(m: ModelLike, blocks?: BlockRange): Graph {
+  const b = new GraphBuilder(blocks ? `body-${blocks.from}-${blocks.to}` : 'body', weightSource(m));
+  m.family.body(b, m.config, blocks);
   return b.graph;
 }
 

@@ -27,9 +27,11 @@
  *     same without act_order (llm-compressor's default for groups).
  *   - symmetric default true (AutoGPTQ, llm-compressor W4A16); dampening_frac 0.01; block_size 128.
  *
- * What this does not do: the reference feeds each transformer block the outputs of the already
- * quantized blocks before it; here every target's H comes from ctx.calibration(), which the recipe
- * computes once on the weights as they were when the step began.
+ * Calibration (`calibration`): `sequential` (default) as GPTQ's reference code and GPTQModel's
+ * `true_sequential` run it: block by block, and inside a block group by group (the architecture's
+ * LinearInfo.seqGroup, Llama [k,v,q] [o] [up,gate] [down]), each group's H computed with everything
+ * before it already quantized; `one-shot`: every target's H from the model as the step began.
+ * `symmetric_range: reference` reproduces the reference grid exactly (quantizer.ts Grid).
  *
  * The report's `error` is ‖(W − Ŵ)X‖² over the calibration tokens, exact and free: with
  * (W' − Ŵ) = E U and UᵀU = H̃⁻¹, Σ e² = tr((W' − Ŵ) H̃ (W' − Ŵ)ᵀ), so
@@ -43,6 +45,8 @@ import { fromOutIn, type InputStats, type Method, type MatrixReport, type QuantS
 import { assertFinite, readQuantOptions, type QuantOptions } from './rtn.js';
 import type { LinearInfo } from '../../model/arch/types.js';
 import type { Param } from '../../model/checkpoint.js';
+import { CALIBRATION_MODES, type CalibrationMode } from '../calibrate.js';
+import type { CompressContext } from '../types.js';
 
 export interface GptqOptions extends QuantOptions {
   /** λ as a fraction of mean diag H (the name llm-compressor and our SparseGPT use). */
@@ -50,6 +54,9 @@ export interface GptqOptions extends QuantOptions {
   act_order: boolean;
   static_groups: boolean;
   block_size: number;
+  calibration: CalibrationMode;
+  /** `reference`: the GPTQ reference's symmetric range (quantizer.ts Grid.referenceSymmetric). */
+  symmetric_range: 'full' | 'reference';
 }
 
 /** Sub-block width inside a lazy-update block: small enough that the JavaScript part is cheap. */
@@ -116,10 +123,10 @@ export async function gptqMatrix(
   rows: number,
   cols: number,
   h: PreparedHessian,
-  opts: Pick<GptqOptions, 'bits' | 'group_size' | 'symmetric' | 'static_groups' | 'block_size'>,
+  opts: Pick<GptqOptions, 'bits' | 'group_size' | 'symmetric' | 'static_groups' | 'block_size'> & { symmetric_range?: GptqOptions['symmetric_range'] },
 ): Promise<GptqResult> {
   if (h.n !== cols) throw new DikeError('', 'gptq', `Hessian is ${h.n}×${h.n} but the matrix has ${cols} input columns`);
-  const g: Grid = grid(opts.bits, opts.symmetric);
+  const g: Grid = grid(opts.bits, opts.symmetric, opts.symmetric_range === 'reference');
   const state = emptyState(g, rows, cols, opts.group_size);
   const gs = state.groupSize;
   const groups = groupCount(cols, gs);
@@ -263,13 +270,101 @@ function sameStats(a: InputStats, b: InputStats): boolean {
 }
 
 /** [out, in] float32 copy of a stored weight. */
-function outIn(p: Param, info: LinearInfo): Float32Array {
+export function outIn(p: Param, info: LinearInfo): Float32Array {
   if (info.layout === 'out-in') return p.data.slice();
   const rows = info.outDim;
   const cols = info.inDim;
   const out = new Float32Array(rows * cols);
   for (let i = 0; i < cols; i++) for (let o = 0; o < rows; o++) out[o * cols + i] = p.data[i * rows + o]!;
   return out;
+}
+
+/**
+ * A change made to W ([out, in]) before GPTQ quantizes it, given the matrix's statistics and its
+ * prepared Hessian (Fair-GPTQ's pre-update). Returns the new W and report entries.
+ */
+export type PreUpdate = (
+  W: Float32Array,
+  t: LinearInfo,
+  s: InputStats,
+  h: PreparedHessian,
+) => Promise<{ W: Float32Array; detail?: Record<string, number | string | boolean> } | undefined>;
+
+/**
+ * GPTQ of `targets` against their statistics, in place in ctx.params (the core shared by gptq and
+ * fair-gptq). `error` in the report is ‖(W − Ŵ)X‖² with W the matrix as it came in (before any
+ * pre-update), over the calibration tokens that reached it.
+ */
+export async function gptqTargets(
+  gemm: Gemm,
+  ctx: Pick<CompressContext, 'params' | 'quantized'>,
+  targets: readonly LinearInfo[],
+  stats: Map<string, InputStats>,
+  opts: GptqOptions,
+  method: string,
+  preUpdate?: PreUpdate,
+): Promise<MatrixReport[]> {
+  const prepared: { stats: InputStats; h: PreparedHessian }[] = [];
+  const reports: MatrixReport[] = [];
+  for (const t of targets) {
+    const s = stats.get(t.weight);
+    if (s === undefined) throw new DikeError(t.weight, method, 'no calibration statistics for this matrix');
+    let h = prepared.find((x) => sameStats(x.stats, s))?.h;
+    if (h === undefined) {
+      h = await prepareHessian(gemm, s, opts.dampening_frac, opts.act_order, t.weight);
+      prepared.length = 0; // keep one (the inputs of consecutive targets repeat: q, k, v)
+      prepared.push({ stats: s, h });
+    }
+    const p = ctx.params.get(t.weight)!;
+    assertFinite(p.data, t.weight);
+    const W = outIn(p, t);
+    const pre = preUpdate ? await preUpdate(W, t, s, h) : undefined;
+    const res = await gptqMatrix(gemm, pre?.W ?? W, t.outDim, t.inDim, h, opts);
+    // With a pre-update, GPTQ's own bookkeeping measures against the updated W: measure against W.
+    const error = pre ? await reconstructionErrorGemm(gemm, W, res.weights, s.gram, t.outDim, t.inDim, h.dead) : res.error;
+    fromOutIn({ rows: t.outDim, cols: t.inDim, data: res.weights }, p, t);
+    ctx.quantized.set(t.weight, res.state);
+    reports.push({
+      weight: t.weight,
+      method,
+      bits: opts.bits,
+      groupSize: res.state.groupSize,
+      symmetric: opts.symmetric,
+      detail: {
+        error,
+        calibration: opts.calibration,
+        act_order: opts.act_order,
+        static_groups: res.state.groupSize < t.inDim && (opts.static_groups || opts.act_order),
+        dampening_frac: opts.dampening_frac,
+        dead_inputs: h.dead.reduce((a, b) => a + b, 0),
+        calibration_tokens: s.tokens,
+        ...(pre?.detail ?? {}),
+      },
+    });
+  }
+  return reports;
+}
+
+/** ‖(W − Ŵ)X‖² = Σ_rows d G dᵀ with D = W − Ŵ (dead inputs of W zeroed, as GPTQ does), on ORT's GEMM. */
+export async function reconstructionErrorGemm(gemm: Gemm, W: Float32Array, What: Float32Array, gram: Float64Array, rows: number, cols: number, dead?: Uint8Array): Promise<number> {
+  const D = new Float64Array(rows * cols);
+  for (let i = 0; i < D.length; i++) D[i] = dead?.[i % cols] ? 0 : W[i]! - What[i]!;
+  const DG = await gemm.product(D, gram, rows, cols, cols);
+  let total = 0;
+  for (let i = 0; i < D.length; i++) total += D[i]! * DG[i]!;
+  return total;
+}
+
+export function readGptqOptions(r: OptionReader, where: string): GptqOptions {
+  return {
+    ...readQuantOptions(r, where),
+    dampening_frac: r.num('dampening_frac', 0.01, [0, 100]),
+    act_order: r.bool('act_order', false),
+    static_groups: r.bool('static_groups', false),
+    block_size: r.int('block_size', 128, [1, 1 << 20]),
+    calibration: r.oneOf('calibration', CALIBRATION_MODES, 'sequential'),
+    symmetric_range: r.oneOf('symmetric_range', ['full', 'reference'] as const, 'full'),
+  };
 }
 
 export const gptq: Method<GptqOptions> = {
@@ -279,52 +374,17 @@ export const gptq: Method<GptqOptions> = {
   needsCalibration: true,
   parseOptions(raw, where) {
     const r = new OptionReader(raw, 'recipe', where);
-    const o: GptqOptions = {
-      ...readQuantOptions(r, where),
-      dampening_frac: r.num('dampening_frac', 0.01, [0, 100]),
-      act_order: r.bool('act_order', false),
-      static_groups: r.bool('static_groups', false),
-      block_size: r.int('block_size', 128, [1, 1 << 20]),
-    };
+    const o = readGptqOptions(r, where);
     r.done();
     return o;
   },
   async apply(ctx, opts) {
-    const stats = await ctx.calibration();
     const gemm = new Gemm();
-    const prepared: { stats: InputStats; h: PreparedHessian }[] = [];
     const reports: MatrixReport[] = [];
     try {
-      for (const t of ctx.targets) {
-        const s = stats.get(t.weight);
-        if (s === undefined) throw new DikeError(t.weight, 'gptq', 'no calibration statistics for this matrix');
-        let h = prepared.find((x) => sameStats(x.stats, s))?.h;
-        if (h === undefined) {
-          h = await prepareHessian(gemm, s, opts.dampening_frac, opts.act_order, t.weight);
-          prepared.length = 0; // keep one (the inputs of consecutive targets repeat: q, k, v)
-          prepared.push({ stats: s, h });
-        }
-        const p = ctx.params.get(t.weight)!;
-        assertFinite(p.data, t.weight);
-        const res = await gptqMatrix(gemm, outIn(p, t), t.outDim, t.inDim, h, opts);
-        fromOutIn({ rows: t.outDim, cols: t.inDim, data: res.weights }, p, t);
-        ctx.quantized.set(t.weight, res.state);
-        reports.push({
-          weight: t.weight,
-          method: 'gptq',
-          bits: opts.bits,
-          groupSize: res.state.groupSize,
-          symmetric: opts.symmetric,
-          detail: {
-            error: res.error,
-            act_order: opts.act_order,
-            static_groups: res.state.groupSize < t.inDim && (opts.static_groups || opts.act_order),
-            dampening_frac: opts.dampening_frac,
-            dead_inputs: h.dead.reduce((a, b) => a + b, 0),
-            calibration_tokens: s.tokens,
-          },
-        });
-      }
+      await ctx.walk({ mode: opts.calibration, granularity: 'group' }, async (targets, stats) => {
+        reports.push(...(await gptqTargets(gemm, ctx, targets, stats, opts, 'gptq')));
+      });
     } finally {
       await gemm.dispose();
     }

@@ -19,6 +19,9 @@
  * reference code. Weights are processed in float64 and U is computed in float64 (linalg.ts); the
  * result is written back as float32.
  *
+ * Calibration: `sequential` (default) block by block as the reference code runs it, every map of
+ * a block on the block's inputs computed with the earlier blocks pruned; `one-shot`: dense inputs.
+ *
  * Counts: the mask block [a, b) removes round(s·rows·b) − round(s·rows·a) weights, so the matrix
  * loses exactly round(s·rows·cols) — magnitude pruning's per-matrix count. (The reference code takes
  * every entry at or below the ⌊s·n⌋-th smallest score per block, one or a few more.)
@@ -29,6 +32,7 @@ import { checkNM, countFor, markNM, markSmallest, parsePattern } from '../mask.j
 import { OptionReader } from '../options.js';
 import { type Method, type MatrixReport, fromOutIn, toOutIn, zeroFraction } from '../types.js';
 import { readSparsityOrPattern } from './wanda.js';
+import { CALIBRATION_MODES, type CalibrationMode } from '../calibrate.js';
 
 export interface SparseGptOptions {
   sparsity?: number;
@@ -39,6 +43,8 @@ export interface SparseGptOptions {
   mask_block_size: number;
   /** λ as a fraction of the mean diagonal of H. */
   dampening_frac: number;
+  /** `sequential` (default, as IST-DASLab/sparsegpt): block by block, earlier blocks pruned; `one-shot`: the dense inputs. */
+  calibration: CalibrationMode;
 }
 
 export interface SparseGptResult {
@@ -189,6 +195,7 @@ export const sparsegpt: Method<SparseGptOptions> = {
       block_size: r.int('block_size', 128, [1, 1 << 20]),
       mask_block_size: r.int('mask_block_size', 128, [1, 1 << 20]),
       dampening_frac: r.num('dampening_frac', 0.01, [0, 100]),
+      calibration: r.oneOf('calibration', CALIBRATION_MODES, 'sequential'),
     };
     r.done();
     if (o.block_size % o.mask_block_size !== 0 && o.mask_block_size % o.block_size !== 0) {
@@ -207,8 +214,10 @@ export const sparsegpt: Method<SparseGptOptions> = {
       for (const t of ctx.targets) reports.push({ weight: t.weight, method: 'sparsegpt', sparsity: zeroFraction(ctx.params.get(t.weight)!.data) });
       return reports;
     }
-    const stats = await ctx.calibration();
-    for (const t of ctx.targets) {
+    // Sequential as the reference (llama_sequential / opt_sequential): the maps of a block are pruned on
+    // the block's inputs with every earlier block already pruned.
+    await ctx.walk({ mode: opts.calibration, granularity: 'block' }, async (targets, stats) => {
+    for (const t of targets) {
       const p = ctx.params.get(t.weight)!;
       const s = stats.get(t.weight);
       if (s === undefined) throw new DikeError('recipe', `sparsegpt "${t.weight}"`, 'no calibration statistics for this matrix');
@@ -231,11 +240,13 @@ export const sparsegpt: Method<SparseGptOptions> = {
         detail: {
           ...(opts.pattern !== undefined ? { pattern: opts.pattern } : {}),
           reconstruction_error: res.reconstructionError,
+          calibration: opts.calibration,
           calibration_tokens: s.tokens,
           dead_inputs: res.deadInputs,
         },
       });
     }
+    });
     return reports;
   },
 };

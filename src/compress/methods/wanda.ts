@@ -7,6 +7,9 @@
  * weights", the paper's semi-structured setting) the comparison group is each group of M inputs of
  * a row, aligned at input 0; M must divide the input dimension.
  *
+ * Calibration: `sequential` (default) block by block as locuslab/wanda's prune_wanda, every map of
+ * a block scored on the block's inputs with the earlier blocks pruned; `one-shot`: dense inputs.
+ *
  * Counts: row r loses round(s·cols·(r+1)) − round(s·cols·r) weights, i.e. ⌊s·cols⌋ or ⌈s·cols⌉, so
  * that the matrix loses exactly round(s·rows·cols), as magnitude pruning does (the reference code
  * takes ⌊s·cols⌋ per row; the two agree whenever s·cols is an integer).
@@ -15,12 +18,15 @@ import { DikeError } from '../../errors.js';
 import { checkNM, countFor, markNM, markSmallest, parsePattern } from '../mask.js';
 import { OptionReader } from '../options.js';
 import { type Method, type MatrixReport, fromOutIn, toOutIn, zeroFraction } from '../types.js';
+import { CALIBRATION_MODES, type CalibrationMode } from '../calibrate.js';
 
 export interface WandaOptions {
   /** Fraction of each matrix to remove (unstructured); absent with `pattern`. */
   sparsity?: number;
   /** "N:M": keep at most N of every M consecutive inputs of a row. */
   pattern?: string;
+  /** `sequential` (default, as locuslab/wanda prune_wanda): block by block, earlier blocks pruned; `one-shot`: the dense inputs. */
+  calibration: CalibrationMode;
 }
 
 /** Reads `sparsity` or `pattern` (exactly one) for the pruning methods. */
@@ -40,15 +46,16 @@ export const wanda: Method<WandaOptions> = {
   needsCalibration: true,
   parseOptions(raw, where) {
     const r = new OptionReader(raw, 'recipe', where);
-    const o = readSparsityOrPattern(r, raw, where);
+    const o = { ...readSparsityOrPattern(r, raw, where), calibration: r.oneOf('calibration', CALIBRATION_MODES, 'sequential') };
     r.done();
     return o;
   },
   async apply(ctx, opts) {
-    const stats = await ctx.calibration();
     const reports: MatrixReport[] = [];
     const nm = opts.pattern !== undefined ? parsePattern(opts.pattern) : undefined;
-    for (const t of ctx.targets) {
+    // Sequential as the reference: every map of a block scored on the block's inputs with the earlier blocks pruned.
+    await ctx.walk({ mode: opts.calibration, granularity: 'block' }, async (targets, stats) => {
+    for (const t of targets) {
       const p = ctx.params.get(t.weight)!;
       const s = stats.get(t.weight);
       if (s === undefined) throw new DikeError('recipe', `wanda "${t.weight}"`, 'no calibration statistics for this matrix');
@@ -80,9 +87,10 @@ export const wanda: Method<WandaOptions> = {
         weight: t.weight,
         method: 'wanda',
         sparsity: zeroFraction(p.data),
-        detail: { comparison_group: nm ? `row, ${opts.pattern}` : 'row', pruned },
+        detail: { comparison_group: nm ? `row, ${opts.pattern}` : 'row', pruned, calibration: opts.calibration },
       });
     }
+    });
     return reports;
   },
 };

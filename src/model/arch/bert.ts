@@ -13,8 +13,8 @@
  */
 import type { GraphBuilder } from '../graph/build.js';
 import type { ConfigReader } from '../config.js';
-import type { Family, LinearInfo, ModelShape, Task } from './types.js';
-import { ACTIVATIONS, type Activation, activation, attention, attentionBias, bodyInputs, flatten, hiddenOutput, layerNorm, linear } from './layers.js';
+import type { BlockRange, Family, LinearInfo, ModelShape, Task } from './types.js';
+import { ACTIVATIONS, type Activation, activation, attention, attentionBias, blockSpan, bodyInputs, flatten, hiddenInput, hiddenOutput, layerNorm, linear } from './layers.js';
 
 export interface BertConfig {
   hidden: number;
@@ -76,11 +76,12 @@ export function parseBertConfig(c: ConfigReader, task: Task): BertConfig {
   };
 }
 
-export function bertBody(b: GraphBuilder, cfg: BertConfig, names: BertNames = BERT_NAMES, positionOffset = 0): void {
+export function bertBody(b: GraphBuilder, cfg: BertConfig, names: BertNames = BERT_NAMES, positionOffset = 0, blocks?: BlockRange): void {
   const inp = bodyInputs(b);
+  const span = blockSpan(blocks, cfg.layers);
   const H = cfg.hidden;
   const emb = `${names.base}.embeddings`;
-  let x = b.scoped('embeddings', () => {
+  let x = span.from > 0 ? hiddenInput(b, H) : b.scoped('embeddings', () => {
     const words = b.gather(b.weight(`${emb}.word_embeddings.weight`, [cfg.vocab, H]), inp.inputIds);
     // token_type_ids are all 0 (single sentences), as HF defaults them.
     const tokenType = b.slice(b.weight(`${emb}.token_type_embeddings.weight`, [cfg.typeVocab, H]), [0], [1], [0]);
@@ -88,10 +89,10 @@ export function bertBody(b: GraphBuilder, cfg: BertConfig, names: BertNames = BE
     const position = b.gather(b.weight(`${emb}.position_embeddings.weight`, [cfg.maxPositions, H]), pos);
     return flatten(b, layerNorm(b, b.add(b.add(words, tokenType), position), `${emb}.LayerNorm`, H, cfg.eps), H);
   });
-  hiddenOutput(b, inp, x, H, 0);
+  if (span.emits(0)) hiddenOutput(b, inp, x, H, 0);
   const bias = attentionBias(b, inp, false);
   const headDim = H / cfg.heads;
-  for (let l = 0; l < cfg.layers; l++) {
+  for (let l = span.from; l < span.to; l++) {
     const p = `${names.base}.encoder.layer.${l}`;
     x = b.scoped(`layer.${l}`, () => {
       const q = linear(b, x, `${p}.attention.self.query`, H, H);
@@ -109,7 +110,7 @@ export function bertBody(b: GraphBuilder, cfg: BertConfig, names: BertNames = BE
       const out = linear(b, inter, `${p}.output.dense`, cfg.intermediate, H);
       return layerNorm(b, b.add(out, a), `${p}.output.LayerNorm`, H, cfg.eps);
     });
-    hiddenOutput(b, inp, x, H, l + 1);
+    if (span.emits(l + 1)) hiddenOutput(b, inp, x, H, l + 1);
   }
 }
 
@@ -132,8 +133,11 @@ export function bertHead(b: GraphBuilder, cfg: BertConfig, task: Task, rows: str
 
 export function bertLinears(cfg: BertConfig, task: Task, names: BertNames = BERT_NAMES): LinearInfo[] {
   const H = cfg.hidden;
+  // Sequential groups, as GPTQModel's true_sequential for its encoder models: [query, key, value]
+  // [attention.output.dense] [intermediate.dense] [output.dense]; in the heads, pooler before classifier.
+  const seqGroup: Record<string, number> = { q: 0, k: 0, v: 0, o: 1, up: 2, down: 3, transform: 0, pooler: 0, classifier: 1 };
   const lin = (prefix: string, inDim: number, outDim: number, layer: number, module: LinearInfo['module'], role: string): LinearInfo => ({
-    weight: `${prefix}.weight`, bias: `${prefix}.bias`, layout: 'out-in', inDim, outDim, layer, module, role,
+    weight: `${prefix}.weight`, bias: `${prefix}.bias`, layout: 'out-in', inDim, outDim, layer, module, role, seqGroup: seqGroup[role]!,
   });
   const out: LinearInfo[] = [];
   for (let l = 0; l < cfg.layers; l++) {
@@ -176,7 +180,7 @@ export const bert: Family<BertConfig> = {
   reference: 'Devlin et al. 2019, BERT; Hugging Face transformers modeling_bert.py semantics',
   parseConfig: parseBertConfig,
   shape: bertShape,
-  body: (b, cfg) => bertBody(b, cfg),
+  body: (b, cfg, blocks) => bertBody(b, cfg, BERT_NAMES, 0, blocks),
   linears: (cfg, task) => bertLinears(cfg, task),
   head: (b, cfg, task, rows) => bertHead(b, cfg, task, rows),
 };

@@ -10,8 +10,8 @@
  */
 import type { GraphBuilder } from '../graph/build.js';
 import type { ConfigReader } from '../config.js';
-import type { Family, LinearInfo, Task } from './types.js';
-import { ACTIVATIONS, type Activation, activation, attention, attentionBias, bodyInputs, conv1d, flatten, hiddenOutput, layerNorm } from './layers.js';
+import type { BlockRange, Family, LinearInfo, Task } from './types.js';
+import { ACTIVATIONS, type Activation, activation, attention, attentionBias, blockSpan, bodyInputs, conv1d, flatten, hiddenInput, hiddenOutput, layerNorm } from './layers.js';
 
 export interface Gpt2Config {
   embd: number;
@@ -48,18 +48,19 @@ function parseGpt2Config(c: ConfigReader): Gpt2Config {
   };
 }
 
-function gpt2Body(b: GraphBuilder, cfg: Gpt2Config): void {
+function gpt2Body(b: GraphBuilder, cfg: Gpt2Config, blocks?: BlockRange): void {
   const inp = bodyInputs(b);
+  const span = blockSpan(blocks, cfg.layers);
   const H = cfg.embd;
   const headDim = H / cfg.heads;
-  let x = b.scoped('embeddings', () => {
+  let x = span.from > 0 ? hiddenInput(b, H) : b.scoped('embeddings', () => {
     const tok = b.gather(b.weight('transformer.wte.weight', [cfg.vocab, H]), inp.inputIds);
     const pos = b.gather(b.weight('transformer.wpe.weight', [cfg.positions, H]), inp.positions);
     return flatten(b, b.add(tok, pos), H);
   });
-  hiddenOutput(b, inp, x, H, 0);
+  if (span.emits(0)) hiddenOutput(b, inp, x, H, 0);
   const bias = attentionBias(b, inp, true);
-  for (let l = 0; l < cfg.layers; l++) {
+  for (let l = span.from; l < span.to; l++) {
     const p = `transformer.h.${l}`;
     x = b.scoped(`layer.${l}`, () => {
       const h = layerNorm(b, x, `${p}.ln_1`, H, cfg.eps);
@@ -75,9 +76,9 @@ function gpt2Body(b: GraphBuilder, cfg: Gpt2Config): void {
       const m = conv1d(b, activation(b, conv1d(b, layerNorm(b, a, `${p}.ln_2`, H, cfg.eps), `${p}.mlp.c_fc`, H, cfg.inner), cfg.act), `${p}.mlp.c_proj`, cfg.inner, H);
       return b.add(a, m);
     });
-    if (l < cfg.layers - 1) hiddenOutput(b, inp, x, H, l + 1);
+    if (l < cfg.layers - 1 && span.emits(l + 1)) hiddenOutput(b, inp, x, H, l + 1);
   }
-  hiddenOutput(b, inp, layerNorm(b, x, 'transformer.ln_f', H, cfg.eps), H, cfg.layers);
+  if (span.emits(cfg.layers)) hiddenOutput(b, inp, layerNorm(b, x, 'transformer.ln_f', H, cfg.eps), H, cfg.layers);
 }
 
 function gpt2Head(b: GraphBuilder, cfg: Gpt2Config, task: Task, rows: string): string {
@@ -88,8 +89,10 @@ function gpt2Head(b: GraphBuilder, cfg: Gpt2Config, task: Task, rows: string): s
 
 function gpt2Linears(cfg: Gpt2Config): LinearInfo[] {
   const H = cfg.embd;
+  // Sequential groups as GPTQModel's gpt2 layer_modules: [c_attn] [attn.c_proj] [c_fc] [mlp.c_proj].
+  const seqGroup: Record<string, number> = { qkv: 0, o: 1, up: 2, down: 3 };
   const conv = (prefix: string, inDim: number, outDim: number, layer: number, module: LinearInfo['module'], role: string): LinearInfo => ({
-    weight: `${prefix}.weight`, bias: `${prefix}.bias`, layout: 'in-out', inDim, outDim, layer, module, role,
+    weight: `${prefix}.weight`, bias: `${prefix}.bias`, layout: 'in-out', inDim, outDim, layer, module, role, seqGroup: seqGroup[role]!,
   });
   return Array.from({ length: cfg.layers }, (_, l) => {
     const p = `transformer.h.${l}`;

@@ -4,6 +4,7 @@
  * so that every linear layer is a single Gemm against the stored weight.
  */
 import type { GraphBuilder } from '../graph/build.js';
+import type { BlockRange } from './types.js';
 
 /** torch.finfo(torch.float32).min: HF's additive mask value. */
 export const FLOAT32_MIN = -3.4028234663852886e38;
@@ -33,6 +34,22 @@ export function bodyInputs(b: GraphBuilder): BodyInputs {
 export function hiddenOutput(b: GraphBuilder, inp: BodyInputs, x: string, hidden: number, index: number): void {
   const shape3 = b.concat([inp.batchSeq, b.ints([hidden])], 0);
   b.output(b.reshape(x, shape3), `hidden.${index}`, 'float32', ['batch', 'seq', hidden]);
+}
+
+/**
+ * Which blocks a body graph builds and which hidden states it outputs: every hidden.<i> for the whole
+ * body (no range), only hidden.<to> for a range of blocks.
+ */
+export function blockSpan(blocks: BlockRange | undefined, layers: number): { from: number; to: number; emits(index: number): boolean } {
+  const from = blocks?.from ?? 0;
+  const to = blocks?.to ?? layers;
+  if (!(Number.isInteger(from) && Number.isInteger(to) && 0 <= from && from <= to && to <= layers)) throw new Error(`body: block range [${from}, ${to}) outside [0, ${layers}]`);
+  return { from, to, emits: (index) => blocks === undefined || index === to };
+}
+
+/** The residual stream entering a block range that does not start at the embeddings: input `hidden_in`. */
+export function hiddenInput(b: GraphBuilder, hidden: number): string {
+  return flatten(b, b.input('hidden_in', 'float32', ['batch', 'seq', hidden]), hidden);
 }
 
 /** [batch, seq, hidden] → [tokens, hidden] */

@@ -11,8 +11,8 @@
  */
 import type { GraphBuilder } from '../graph/build.js';
 import type { ConfigReader } from '../config.js';
-import type { Family, LinearInfo, Task } from './types.js';
-import { ACTIVATIONS, type Activation, activation, attention, attentionBias, bodyInputs, flatten, hiddenOutput, linear, rmsNorm } from './layers.js';
+import type { BlockRange, Family, LinearInfo, Task } from './types.js';
+import { ACTIVATIONS, type Activation, activation, attention, attentionBias, blockSpan, bodyInputs, flatten, hiddenInput, hiddenOutput, linear, rmsNorm } from './layers.js';
 
 export interface LlamaConfig {
   hidden: number;
@@ -83,19 +83,20 @@ export function rotaryTables(headDim: number, maxPositions: number, theta: numbe
   return { cos, sin };
 }
 
-function llamaBody(b: GraphBuilder, cfg: LlamaConfig): void {
+function llamaBody(b: GraphBuilder, cfg: LlamaConfig, blocks?: BlockRange): void {
   const inp = bodyInputs(b);
+  const span = blockSpan(blocks, cfg.layers);
   const H = cfg.hidden;
   const qDim = cfg.heads * cfg.headDim;
   const kvDim = cfg.kvHeads * cfg.headDim;
-  let x = b.scoped('embeddings', () => flatten(b, b.gather(b.weight('model.embed_tokens.weight', [cfg.vocab, H]), inp.inputIds), H));
-  hiddenOutput(b, inp, x, H, 0);
+  let x = span.from > 0 ? hiddenInput(b, H) : b.scoped('embeddings', () => flatten(b, b.gather(b.weight('model.embed_tokens.weight', [cfg.vocab, H]), inp.inputIds), H));
+  if (span.emits(0)) hiddenOutput(b, inp, x, H, 0);
   const bias = attentionBias(b, inp, true);
   const tables = rotaryTables(cfg.headDim, cfg.maxPositions, cfg.ropeTheta);
   const cosAll = b.constant('float32', [cfg.maxPositions, cfg.headDim], tables.cos, 'rope_cos');
   const sinAll = b.constant('float32', [cfg.maxPositions, cfg.headDim], tables.sin, 'rope_sin');
   const rotary = { cos: b.gather(cosAll, inp.positions), sin: b.gather(sinAll, inp.positions) };
-  for (let l = 0; l < cfg.layers; l++) {
+  for (let l = span.from; l < span.to; l++) {
     const p = `model.layers.${l}`;
     x = b.scoped(`layer.${l}`, () => {
       const h = rmsNorm(b, x, `${p}.input_layernorm`, H, cfg.eps);
@@ -115,9 +116,9 @@ function llamaBody(b: GraphBuilder, cfg: LlamaConfig): void {
       const up = linear(b, m, `${p}.mlp.up_proj`, H, cfg.intermediate, cfg.mlpBias);
       return b.add(a, linear(b, b.mul(gate, up), `${p}.mlp.down_proj`, cfg.intermediate, H, cfg.mlpBias));
     });
-    if (l < cfg.layers - 1) hiddenOutput(b, inp, x, H, l + 1);
+    if (l < cfg.layers - 1 && span.emits(l + 1)) hiddenOutput(b, inp, x, H, l + 1);
   }
-  hiddenOutput(b, inp, rmsNorm(b, x, 'model.norm', H, cfg.eps), H, cfg.layers);
+  if (span.emits(cfg.layers)) hiddenOutput(b, inp, rmsNorm(b, x, 'model.norm', H, cfg.eps), H, cfg.layers);
 }
 
 function llamaHead(b: GraphBuilder, cfg: LlamaConfig, task: Task, rows: string): string {
@@ -130,8 +131,10 @@ function llamaLinears(cfg: LlamaConfig): LinearInfo[] {
   const H = cfg.hidden;
   const qDim = cfg.heads * cfg.headDim;
   const kvDim = cfg.kvHeads * cfg.headDim;
+  // Sequential groups as GPTQModel's true_sequential: [k, v, q] [o] [up, gate] [down].
+  const seqGroup: Record<string, number> = { q: 0, k: 0, v: 0, o: 1, gate: 2, up: 2, down: 3 };
   const lin = (prefix: string, inDim: number, outDim: number, layer: number, module: LinearInfo['module'], role: string, bias: boolean): LinearInfo => ({
-    weight: `${prefix}.weight`, ...(bias ? { bias: `${prefix}.bias` } : {}), layout: 'out-in', inDim, outDim, layer, module, role,
+    weight: `${prefix}.weight`, ...(bias ? { bias: `${prefix}.bias` } : {}), layout: 'out-in', inDim, outDim, layer, module, role, seqGroup: seqGroup[role]!,
   });
   const out: LinearInfo[] = [];
   for (let l = 0; l < cfg.layers; l++) {

@@ -44,6 +44,19 @@ export interface LinearInfo {
   module: 'attention' | 'ffn' | 'head';
   /** Role within the module: q, k, v, qkv, o, up, gate, down, transform, pooler, classifier. */
   role: string;
+  /**
+   * Sequential-calibration group within the block (0, 1, …): in `calibration: sequential`, the maps
+   * of group g are calibrated on inputs computed with groups < g of the block (and every earlier
+   * block) already compressed; maps of one group read the same input or are independent
+   * (GPTQModel's `true_sequential` layer_modules; Llama: [k,v,q] [o] [up,gate] [down]).
+   */
+  seqGroup: number;
+}
+
+/** Blocks [from, to) of the body (see Family.body). */
+export interface BlockRange {
+  from: number;
+  to: number;
 }
 
 export interface Family<C> {
@@ -57,7 +70,14 @@ export interface Family<C> {
   readonly reference: string;
   parseConfig(cfg: ConfigReader, task: Task): C;
   shape(cfg: C, task: Task): ModelShape;
-  body(b: GraphBuilder, cfg: C): void;
+  /**
+   * The body graph. With `blocks`, only blocks [from, to): when from > 0 the residual stream entering
+   * block `from` comes in as input `hidden_in` [batch, seq, hidden] (input_ids and attention_mask
+   * still give the shapes and the mask), and the only output is hidden.<to> (the residual stream
+   * leaving block to − 1; after the final norm when to is the last block). Calibration runs the
+   * model block by block this way (compress/calibrate.ts).
+   */
+  body(b: GraphBuilder, cfg: C, blocks?: BlockRange): void;
   /**
    * Every linear map of the body and head, in forward order, excluding embeddings and any matrix
    * tied to them (the LM decoder): the default scope of compression.
