@@ -145,6 +145,6 @@ describe('dike compress --method fair-gptq', () => {
     // tiny-gpt2 has 2 blocks: ⌈0.2⌉ = 1, rounded up to even = 2, so "lower" is both.
     assert.ok(m.every((x) => x.detail['alpha'] === 0.5 && x.detail['pairs'] === 8 && typeof x.detail['pair_tokens_sha256'] === 'string'));
     const bad = dike(['compress', modelDir('tiny-gpt2'), '--method', 'fair-gptq', '--bits', '4', '--opt', 'calibration=twice', '--data', DATA, '--out', path.join(out, 'bad')]);
-    assertOneLineError(bad, '"calibration"', 'sequential, one-shot');
+    assertOneLineError(bad, '--opt calibration', 'sequential, one-shot');
   });
 });

@@ -52,20 +52,25 @@ const FLAGS_SOURCE = 'command-line.json';
 /** Recipe keys (as errors name them) → the flag that set them. */
 function flagOf(place: string): string {
   const key = /"([^"]+)"/.exec(place)?.[1] ?? '';
-  const map: Record<string, string> = {
+  // A step's own options (place "step N …") are distinct from the recipe's top-level keys: a step's
+  // `calibration` is its mode (--opt calibration=…), the recipe's is the text (--calibration).
+  const stepKeys: Record<string, string> = {
     sparsity: '--sparsity',
     bits: '--bits',
     group_size: '--group-size',
     pattern: '--pattern',
     'scope.layers': '--layers',
     'scope.modules': '--modules',
+    method: '--method',
+  };
+  const recipeKeys: Record<string, string> = {
     'calibration.samples': '--samples',
     'calibration.seq_len': '--seq-len',
     calibration: '--calibration',
     seed: '--seed',
-    method: '--method',
   };
-  return map[key] ?? (key ? `--opt ${key}` : '--method');
+  const mapped = place.startsWith('step ') ? stepKeys[key] : recipeKeys[key] ?? stepKeys[key];
+  return mapped ?? (key ? `--opt ${key}` : '--method');
 }
 
 /** A DikeError about the recipe built from flags → a one-line usage error naming the flag. */
