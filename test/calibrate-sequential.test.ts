@@ -10,10 +10,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { DATA, loadModelCached as load } from './fixtures.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { DATA, loadModelCached as load, scratchDir } from './fixtures.js';
+import { DikeError } from '../src/errors.js';
 import type { Param } from '../src/model/checkpoint.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
-import { applyRecipe, parseRecipe } from '../src/compress/recipe.js';
+import { applyRecipe, parseRecipe, writeCompressed } from '../src/compress/recipe.js';
 import { inputStats, sampleCalibration } from '../src/compress/calibrate.js';
 import { reconstructionError } from '../src/compress/linalg.js';
 
@@ -68,4 +70,52 @@ describe('sequential calibration: each matrix is compressed on the inputs of the
       assert.ok(differsFromDense > 0, 'sequential statistics never differed from the dense ones');
     });
   }
+});
+
+describe('explicit token calibration and the record', () => {
+  it('a JSON list of id lists, batched as given with pads kept; compression.json records the mode per step', async () => {
+    const dir = scratchDir('token-cal');
+    writeFileSync(path.join(dir, 'ids.json'), JSON.stringify([[464, 19780, 2137], [464, 19780], [13, 14, 15, 16], [17]]));
+    const recipe = parseRecipe(
+      JSON.stringify({
+        seed: 0,
+        calibration: { tokens: 'ids.json', batch_size: 2, keep_pads: true, pad_id: 50256 },
+        steps: [
+          { method: 'wanda', sparsity: 0.3, calibration: 'one-shot' },
+          { method: 'gptq', bits: 4, group_size: 32 },
+        ],
+      }),
+      path.join(dir, 'recipe.json'),
+    );
+    const ckpt = load('tiny-llama');
+    const res = await applyRecipe(ckpt, recipe, { threads: 1 });
+    // Pads kept: every position of every batch counts (2 batches of 2 rows × 3 and × 4 positions).
+    assert.equal(res.reports[1]![0]!.detail!['calibration_tokens'], 2 * 3 + 2 * 4);
+    writeCompressed(ckpt, res, recipe, path.join(dir, 'out'));
+    const cj = JSON.parse(readFileSync(path.join(dir, 'out', 'compression.json'), 'utf8'));
+    assert.deepEqual(cj.steps.map((s: { calibration: string }) => s.calibration), ['one-shot', 'sequential']);
+    assert.equal(cj.calibration.keep_pads, true);
+    assert.equal(cj.calibration.batch_size, 2);
+    assert.equal(cj.calibration.tokens, 'ids.json');
+    assert.equal(cj.recipe.calibration.tokens, 'ids.json');
+  });
+
+  it('bad token calibration is a one-line error naming the file and the place', async () => {
+    const dir = scratchDir('token-cal-bad');
+    const bad: [unknown, RegExp][] = [
+      [{ tokens: 'ids.json', batch_size: 0 }, /"calibration.batch_size"/],
+      [{ tokens: 'ids.json', keep_pads: 'yes' }, /"calibration.keep_pads"/],
+      [{ tokens: 'ids.json', samples: 3 }, /"calibration.samples".*unknown key/],
+    ];
+    for (const [cal, re] of bad) {
+      assert.throws(() => parseRecipe(JSON.stringify({ calibration: cal, steps: [{ method: 'gptq', bits: 4 }] }), path.join(dir, 'r.json')), (e: unknown) => e instanceof DikeError && re.test(e.message) && !e.message.includes('\n'));
+    }
+    writeFileSync(path.join(dir, 'ids.json'), JSON.stringify([[1, 2], [3, -1]]));
+    const r = parseRecipe(JSON.stringify({ calibration: { tokens: 'ids.json' }, steps: [{ method: 'gptq', bits: 4 }] }), path.join(dir, 'r.json'));
+    await assert.rejects(applyRecipe(load('tiny-llama'), r), (e: unknown) => e instanceof DikeError && /ids\.json: sequence 2: expected a list of non-negative integer token ids/.test(e.message));
+    assert.throws(
+      () => parseRecipe(JSON.stringify({ calibration: { tokens: 'ids.json' }, steps: [{ method: 'sparsegpt', sparsity: 0.5, calibration: 'twice' }] }), path.join(dir, 'r.json')),
+      (e: unknown) => e instanceof DikeError && /"calibration": expected one of sequential, one-shot/.test(e.message),
+    );
+  });
 });

@@ -271,6 +271,9 @@ async function applySteps(ckpt: Checkpoint, recipe: Recipe, opts: ApplyOptions):
     }
     if (targets.length === 0) throw new DikeError(sourceOf(recipe), `step ${i + 1} "scope"`, 'selects no weight matrix of this model');
     // Group targets by their effective options (base options, then the first matching override).
+    // Each group is applied (and, with sequential calibration, walked block by block) on its own, in
+    // turn: a later group's statistics see the earlier groups compressed in every block, an earlier
+    // group's do not see the later ones (strictly sequential only within one group of options).
     const groups = new Map<string, { options: RawOptions; targets: LinearInfo[] }>();
     for (const t of targets) {
       const o = step.overrides.find((x) => globToRegExp(x.pattern).test(t.weight));

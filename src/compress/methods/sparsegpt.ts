@@ -217,35 +217,35 @@ export const sparsegpt: Method<SparseGptOptions> = {
     // Sequential as the reference (llama_sequential / opt_sequential): the maps of a block are pruned on
     // the block's inputs with every earlier block already pruned.
     await ctx.walk({ mode: opts.calibration, granularity: 'block' }, async (targets, stats) => {
-    for (const t of targets) {
-      const p = ctx.params.get(t.weight)!;
-      const s = stats.get(t.weight);
-      if (s === undefined) throw new DikeError('recipe', `sparsegpt "${t.weight}"`, 'no calibration statistics for this matrix');
-      const w = toOutIn(p, t);
-      if (nm !== undefined) checkNM(w.cols, nm.m, t.weight, 'sparsegpt');
-      const res = sparseGptMatrix(w.data, w.rows, w.cols, s.gram, s.tokens, {
-        ...(opts.sparsity !== undefined ? { sparsity: opts.sparsity } : {}),
-        ...(nm !== undefined ? { nm } : {}),
-        blockSize: opts.block_size,
-        maskBlockSize: opts.mask_block_size,
-        dampeningFrac: opts.dampening_frac,
-      });
-      w.data.set(res.weights);
-      fromOutIn(w, p, t);
-      ctx.quantized.delete(t.weight); // updated values leave the integer grid
-      reports.push({
-        weight: t.weight,
-        method: 'sparsegpt',
-        sparsity: zeroFraction(p.data),
-        detail: {
-          ...(opts.pattern !== undefined ? { pattern: opts.pattern } : {}),
-          reconstruction_error: res.reconstructionError,
-          calibration: opts.calibration,
-          calibration_tokens: s.tokens,
-          dead_inputs: res.deadInputs,
-        },
-      });
-    }
+      for (const t of targets) {
+        const p = ctx.params.get(t.weight)!;
+        const s = stats.get(t.weight);
+        if (s === undefined) throw new DikeError('recipe', `sparsegpt "${t.weight}"`, 'no calibration statistics for this matrix');
+        const w = toOutIn(p, t);
+        if (nm !== undefined) checkNM(w.cols, nm.m, t.weight, 'sparsegpt');
+        const res = sparseGptMatrix(w.data, w.rows, w.cols, s.gram, s.tokens, {
+          ...(opts.sparsity !== undefined ? { sparsity: opts.sparsity } : {}),
+          ...(nm !== undefined ? { nm } : {}),
+          blockSize: opts.block_size,
+          maskBlockSize: opts.mask_block_size,
+          dampeningFrac: opts.dampening_frac,
+        });
+        w.data.set(res.weights);
+        fromOutIn(w, p, t);
+        ctx.quantized.delete(t.weight); // updated values leave the integer grid
+        reports.push({
+          weight: t.weight,
+          method: 'sparsegpt',
+          sparsity: zeroFraction(p.data),
+          detail: {
+            ...(opts.pattern !== undefined ? { pattern: opts.pattern } : {}),
+            reconstruction_error: res.reconstructionError,
+            calibration: opts.calibration,
+            calibration_tokens: s.tokens,
+            dead_inputs: res.deadInputs,
+          },
+        });
+      }
     });
     return reports;
   },

@@ -55,41 +55,41 @@ export const wanda: Method<WandaOptions> = {
     const nm = opts.pattern !== undefined ? parsePattern(opts.pattern) : undefined;
     // Sequential as the reference: every map of a block scored on the block's inputs with the earlier blocks pruned.
     await ctx.walk({ mode: opts.calibration, granularity: 'block' }, async (targets, stats) => {
-    for (const t of targets) {
-      const p = ctx.params.get(t.weight)!;
-      const s = stats.get(t.weight);
-      if (s === undefined) throw new DikeError('recipe', `wanda "${t.weight}"`, 'no calibration statistics for this matrix');
-      const w = toOutIn(p, t);
-      const { rows, cols } = w;
-      if (nm) checkNM(cols, nm.m, t.weight, 'wanda');
-      // S_ij = |W_ij| · ‖X_j‖₂ (eq. 1); the token count scales every score alike and is left out.
-      const norm = new Float64Array(cols);
-      for (let j = 0; j < cols; j++) norm[j] = Math.sqrt(Math.max(0, s.gram[j * cols + j]!));
-      const scores = new Float64Array(rows * cols);
-      for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) scores[r * cols + j] = Math.abs(w.data[r * cols + j]!) * norm[j]!;
-      const mask = new Uint8Array(rows * cols);
-      for (let r = 0; r < rows; r++) {
-        if (nm) markNM(scores, cols, r, 0, cols, nm.n, nm.m, mask);
-        else markSmallest(scores.subarray(r * cols, (r + 1) * cols), countFor(opts.sparsity!, cols, r, r + 1), mask.subarray(r * cols, (r + 1) * cols));
-      }
-      let pruned = 0;
-      for (let i = 0; i < mask.length; i++) {
-        if (mask[i]) {
-          w.data[i] = 0;
-          pruned++;
+      for (const t of targets) {
+        const p = ctx.params.get(t.weight)!;
+        const s = stats.get(t.weight);
+        if (s === undefined) throw new DikeError('recipe', `wanda "${t.weight}"`, 'no calibration statistics for this matrix');
+        const w = toOutIn(p, t);
+        const { rows, cols } = w;
+        if (nm) checkNM(cols, nm.m, t.weight, 'wanda');
+        // S_ij = |W_ij| · ‖X_j‖₂ (eq. 1); the token count scales every score alike and is left out.
+        const norm = new Float64Array(cols);
+        for (let j = 0; j < cols; j++) norm[j] = Math.sqrt(Math.max(0, s.gram[j * cols + j]!));
+        const scores = new Float64Array(rows * cols);
+        for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) scores[r * cols + j] = Math.abs(w.data[r * cols + j]!) * norm[j]!;
+        const mask = new Uint8Array(rows * cols);
+        for (let r = 0; r < rows; r++) {
+          if (nm) markNM(scores, cols, r, 0, cols, nm.n, nm.m, mask);
+          else markSmallest(scores.subarray(r * cols, (r + 1) * cols), countFor(opts.sparsity!, cols, r, r + 1), mask.subarray(r * cols, (r + 1) * cols));
         }
+        let pruned = 0;
+        for (let i = 0; i < mask.length; i++) {
+          if (mask[i]) {
+            w.data[i] = 0;
+            pruned++;
+          }
+        }
+        if (pruned > 0) {
+          fromOutIn(w, p, t);
+          ctx.quantized.delete(t.weight); // pruned values leave the integer grid
+        }
+        reports.push({
+          weight: t.weight,
+          method: 'wanda',
+          sparsity: zeroFraction(p.data),
+          detail: { comparison_group: nm ? `row, ${opts.pattern}` : 'row', pruned, calibration: opts.calibration },
+        });
       }
-      if (pruned > 0) {
-        fromOutIn(w, p, t);
-        ctx.quantized.delete(t.weight); // pruned values leave the integer grid
-      }
-      reports.push({
-        weight: t.weight,
-        method: 'wanda',
-        sparsity: zeroFraction(p.data),
-        detail: { comparison_group: nm ? `row, ${opts.pattern}` : 'row', pruned, calibration: opts.calibration },
-      });
-    }
     });
     return reports;
   },
