@@ -542,7 +542,7 @@ function assertCli(label: string, r: Spawned, json: boolean): 'accepted' | 'refu
 }
 
 describe(`fuzzing the CLI (seed ${SEED}, spawned)`, () => {
-  it(`${n(150)} command lines: flags, damaged models, token ids beyond the vocabulary, CSV rows, recipes`, async () => {
+  it(`${n(150)} command lines: flags, damaged models, token ids beyond the vocabulary, CSV rows, recipes`, { timeout: 600_000 }, async () => {
     const jobs: { label: string; args: string[]; json: boolean; mustRefuse?: boolean; pair?: string }[] = [];
     const pairs = new Map<string, { inspect?: Spawned; logprobs?: Spawned }>();
     const crowsData = (csv: string): string => {
@@ -607,6 +607,7 @@ describe(`fuzzing the CLI (seed ${SEED}, spawned)`, () => {
         const job = jobs[next++]!;
         const r = await run(job.args);
         const label = `${job.label}: dike ${job.args.join(' ').slice(0, 300)}`;
+        if (r.ms > 20_000) console.log(`fuzz: slow (${r.ms} ms): ${label}`);
         const o = assertCli(label, r, job.json);
         if (job.mustRefuse) assert.equal(o, 'refused', `${label}: accepted`);
         results[o]!++;

@@ -122,7 +122,7 @@ function parseScope(v: unknown, file: string, where: string): Scope {
 export function parseRecipe(text: string, file: string): Recipe {
   let doc: unknown;
   try {
-    doc = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+    doc = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text, { logLevel: 'error' }); // a YAML warning would be a second stderr line
   } catch (e) {
     throw new DikeError(file, '', `malformed recipe: ${(e as Error).message.split('\n')[0]}`);
   }
