@@ -170,3 +170,110 @@ describe('training step: embedding gradients with repeated token ids', () => {
     }
   });
 });
+
+describe('training step: the distillation loss as the step graph builds it', () => {
+  // Known answer: T²·kd·Σ_r w_r KL(softmax(t_r/T) ‖ softmax(s_r/T)) + α·Σ_r w_r CE(s_r, y_r)
+  //               + scale·Σ_(real tokens) ‖h_s − h_t‖², scale = weight / (real tokens · H),
+  // computed here in float64 from the student's logits and hidden states as ordinary inference gives
+  // them (ModelRunner), with random teacher logits and hidden states.
+  it('tiny-gpt2, T = 2, kd 0.7, α 0.3, hidden MSE 0.5 on a padded batch: loss and gradient', async () => {
+    const { ModelRunner, gatherRows, padBatch } = await import('../src/runtime/session.js');
+    const model = loadModelCached('tiny-gpt2');
+    const T = 2;
+    const kd = 0.7;
+    const alpha = 0.3;
+    const hw = 0.5;
+    const seqs = [[464, 15849, 531, 326, 339, 373, 10032, 13], [464, 8848, 1718, 262, 7072, 13]];
+    const B = 2;
+    const S = 8;
+    const H = model.shape.hiddenSize;
+    const V = model.shape.outputSize;
+    const R = 32;
+    // Causal-LM rows: position p predicts p + 1 within each sequence (13 rows), the rest weight 0.
+    const pairs: [number, number][] = seqs.flatMap((s, b) => s.slice(0, -1).map((_, p) => [b, p] as [number, number]));
+    const targetsOf = pairs.map(([b, p]) => seqs[b]![p + 1]!);
+    const N = pairs.length;
+    const rows = new BigInt64Array(R);
+    const targets = new BigInt64Array(R);
+    const weights = new Float32Array(R);
+    pairs.forEach(([b, p], r) => ((rows[r] = BigInt(b * S + p)), (targets[r] = BigInt(targetsOf[r]!)), (weights[r] = 1 / N)));
+    // Seeded teacher outputs (a small LCG; values of logit size).
+    let state = 12345;
+    const rand = (): number => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+    const teacherLogits = Float32Array.from({ length: R * V }, () => 6 * rand());
+    const teacherHidden = Float32Array.from({ length: B * S * H }, () => rand());
+    const real = seqs.reduce((n, s) => n + s.length, 0);
+    const padded = padBatch(seqs, 0);
+    const batch: StepBatch = {
+      batch: B, seq: S, inputIds: padded.inputIds, attentionMask: padded.attentionMask, rows, targets, weights,
+      teacherLogits, teacherHidden: new Map([[2, teacherHidden]]), hiddenScale: hw / (real * H),
+    };
+    const session = await TrainSession.create(model, {
+      batch: B, seq: S, rows: R, optimizer: 'grads', distill: { temperature: T, kdWeight: kd, ceWeight: alpha, hiddenPairs: [[1, 2]], hiddenWeight: hw },
+    }, 2);
+    const r = await session.gradients(batch);
+
+    // The expected value, from inference outputs.
+    const runner = await ModelRunner.create(model, { threads: 2 });
+    const [h1, last] = await runner.hidden(padded, [1, 2]);
+    const logits = await runner.logits(gatherRows(last!, S, H, pairs), N);
+    await runner.dispose();
+    const logSoftmax = (x: ArrayLike<number>, scale: number): Float64Array => {
+      let max = -Infinity;
+      for (let i = 0; i < x.length; i++) max = Math.max(max, x[i]! * scale);
+      let sum = 0;
+      for (let i = 0; i < x.length; i++) sum += Math.exp(x[i]! * scale - max);
+      const lse = max + Math.log(sum);
+      return Float64Array.from(x, (v) => v * scale - lse);
+    };
+    let kl = 0;
+    let ce = 0;
+    for (let k = 0; k < N; k++) {
+      const s = logits.subarray(k * V, (k + 1) * V);
+      const lp = logSoftmax(teacherLogits.subarray(k * V, (k + 1) * V), 1 / T);
+      const lq = logSoftmax(s, 1 / T);
+      let klRow = 0;
+      for (let v = 0; v < V; v++) klRow += Math.exp(lp[v]!) * (lp[v]! - lq[v]!);
+      kl += klRow / N;
+      ce -= logSoftmax(s, 1)[targetsOf[k]!]! / N;
+    }
+    let sq = 0;
+    seqs.forEach((s, b) => {
+      for (let p = 0; p < s.length; p++) for (let j = 0; j < H; j++) sq += (h1![(b * S + p) * H + j]! - teacherHidden[(b * S + p) * H + j]!) ** 2;
+    });
+    const expected = T * T * kd * kl + alpha * ce + (hw / (real * H)) * sq;
+    // Each term is large enough that dropping it or scaling it wrongly (T for T², mean for sum) moves the
+    // loss by far more than the tolerance.
+    assert.ok(T * T * kd * kl > 1 && alpha * ce > 1 && (hw / (real * H)) * sq > 0.1, `terms ${T * T * kd * kl}, ${alpha * ce}, ${(hw / (real * H)) * sq}`);
+    // Measured |Δ| 6.5e-7 (the float32 graph against float64 here, on a loss of 5.69: one ulp is 4.8e-7);
+    // 5e-6 is 8× that, and 1e-6 relative.
+    assert.ok(Math.abs(r.loss - expected) <= 5e-6, `loss ${r.loss} vs ${expected}`);
+
+    // The gradient against central finite differences of the step's own loss, at entries that reach
+    // the loss through every term (the final norm, through the logits) and through the hidden MSE too
+    // (block 0's MLP output bias, before hidden.1).
+    const fd = async (name: string, i: number, h: number): Promise<number> => {
+      const p = session.params.get(name)!;
+      const x0 = p[i]!;
+      p[i] = x0 + h;
+      const up = (await session.gradients(batch)).loss;
+      p[i] = x0 - h;
+      const down = (await session.gradients(batch)).loss;
+      p[i] = x0;
+      return (up - down) / (2 * h);
+    };
+    // At each tensor's entry of largest |g| (the sign and size the finite difference must find).
+    for (const name of ['transformer.ln_f.weight', 'transformer.ln_f.bias', 'transformer.h.1.mlp.c_proj.bias', 'transformer.h.0.mlp.c_proj.bias']) {
+      const all = r.grads.get(name)!;
+      let i = 0;
+      for (let j = 1; j < all.length; j++) if (Math.abs(all[j]!) > Math.abs(all[i]!)) i = j;
+      const g = all[i]!;
+      const num = await fd(name, i, 1e-2);
+      // Measured |Δ| 1.1e-5 … 5.1e-5 at |g| 4e-3 … 8e-2: the float32 loss (ulp 4.8e-7) differenced over
+      // 2h = 2e-2 resolves 2.4e-5, so the floor is 4 ulps of that; 1% catches a wrong factor anywhere on
+      // the backward path (the largest entries are 0.08: 8e-4 there, 16× the measured error).
+      assert.ok(Math.abs(g - num) <= 1e-4 + 0.01 * Math.abs(g), `${name}[${i}]: analytic ${g}, finite difference ${num}`);
+    }
+    await session.release();
+  });
+});
