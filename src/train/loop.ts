@@ -387,6 +387,12 @@ export function frozenSelector(model: TrainableModel, freeze: readonly string[])
     if (layer) return (n) => LAYER_INDEX.exec(n)?.[1] === layer[1];
     return (n) => n.startsWith(item);
   });
+  // An item that selects nothing would train what the user asked to keep fixed: refuse it.
+  freeze.forEach((item, i) => {
+    if (![...model.params.keys()].some(matchers[i]!)) {
+      throw new DikeError('', '--freeze', `"${item}" selects no parameter of this model (a tied head is frozen through its embedding)`);
+    }
+  });
   return (name) => !matchers.some((f) => f(name));
 }
 
