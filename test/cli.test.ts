@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { assertOneLineError, dike as dikeArgs, maxAbsDiff, modelDir, readGolden } from './fixtures.js';
+import { assertOneLineError, dike as dikeArgs, dikePiped, maxAbsDiff, modelDir, readGolden } from './fixtures.js';
 
 const dike = (...args: string[]): ReturnType<typeof dikeArgs> => dikeArgs(args);
 
@@ -57,6 +57,25 @@ describe('dike logprobs reproduces the reference scores of every shared model', 
     assert.ok(Math.abs(out[0]!.total - golden.texts[3]!.total!) <= TOTAL_TOL);
     assert.ok(Math.abs(out[1]!.total - golden.texts[0]!.total!) <= TOTAL_TOL);
     rmSync(dir, { recursive: true });
+  });
+});
+
+describe('dike logprobs through a real pipe', () => {
+  it('prints all of a >1 MB --json answer to a slow reader before exiting (1,000 sentences)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dike-pipe-'));
+    const file = path.join(dir, 'sentences.txt');
+    const lines = Array.from({ length: 1000 }, (_, i) => `Sentence ${i + 1}: the nurse said that ${i % 2 ? 'he' : 'she'} was tired after shift ${i * 7}.`);
+    writeFileSync(file, lines.join('\n') + '\n');
+    const r = await dikePiped(['logprobs', modelDir('tiny-gpt2'), '--file', file, '--json']);
+    rmSync(dir, { recursive: true });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.length > 1_000_000, `${r.stdout.length} bytes`);
+    assert.ok(r.chunks > 4, `read in ${r.chunks} chunks: the pipe filled`);
+    const out = JSON.parse(r.stdout) as { line: number; text: string; logprobs: number[]; total: number }[];
+    assert.equal(out.length, 1000);
+    assert.deepEqual(out.map((o) => o.line), lines.map((_, i) => i + 1));
+    assert.equal(out[999]!.text, lines[999]);
+    assert.ok(out.every((o) => Number.isFinite(o.total) && o.logprobs.length > 10));
   });
 });
 

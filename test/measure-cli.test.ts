@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { DATA, modelDir, CLI } from './fixtures.js';
+import { DATA, modelDir, CLI, dikePiped } from './fixtures.js';
 import type { MeasureReport } from '../src/measure/run.js';
 
 const ALL = ['crows-pairs', 'stereoset', 'seat', 'winobias', 'bbq'];
@@ -48,4 +48,13 @@ it('names an unknown benchmark in one line', () => {
   const r = spawnSync(process.execPath, [CLI, 'measure', modelDir('small-gpt2'), '--benchmark', 'crows-pairs,wino', '--data', DATA], { encoding: 'utf8' });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr.trim(), /^dike: --benchmark: unknown benchmark "wino" \(available: crows-pairs, stereoset, seat, winobias, bbq\)$/);
+});
+
+it('prints the whole --json report of the full CrowS-Pairs run to a slow reader on a pipe', async () => {
+  const r = await dikePiped(['measure', modelDir('tiny-bert-mlm'), '--benchmark', 'crows-pairs', '--data', DATA, '--json', '--quiet', '--threads', '2']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.length > 500_000 && r.chunks > 4, `${r.stdout.length} bytes in ${r.chunks} chunks`);
+  const rep = JSON.parse(r.stdout) as MeasureReport;
+  assert.equal(rep.results[0]!.items.length, 1508);
+  assert.ok(Number.isFinite(rep.results[0]!.score));
 });

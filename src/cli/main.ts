@@ -61,11 +61,15 @@ function oneLine(e: unknown): string {
   return `dike: internal error: ${msg.split('\n')[0]} (set DIKE_DEBUG=1 for a stack trace)`;
 }
 
+// Exit by letting Node finish, not by process.exit(): on a pipe, stdout is written asynchronously and
+// process.exit() would drop whatever the reader has not taken yet (a >64 KB --json answer was cut).
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    process.exitCode = code;
+  },
   (e: unknown) => {
     process.stderr.write(oneLine(e) + '\n');
     if (process.env['DIKE_DEBUG'] && e instanceof Error && e.stack) process.stderr.write(e.stack + '\n');
-    process.exit(e instanceof UsageError ? 2 : 1);
+    process.exitCode = e instanceof UsageError ? 2 : 1;
   },
 );
