@@ -14,6 +14,7 @@ import { chromium } from 'playwright-core';
 import { DATA, modelDir, CLI } from './fixtures.js';
 import type { AuditResults } from '../src/audit/types.js';
 import { openStore, storePath } from '../src/audit/store.js';
+import { checkReport } from './report-check.js';
 
 const ARGS = (out: string): string[] => [
   CLI, 'audit', '--model', modelDir('tiny-bert-mlm'),
@@ -73,6 +74,14 @@ describe('dike audit', () => {
     assert.equal(res.benchmarks[2]!.variants[0]!.overall.test, 'permutation');
     assert.ok(existsSync(path.join(uninterrupted, 'report.html')));
     assert.ok(existsSync(path.join(uninterrupted, 'variants', 'rtn-bits4-group_size32', 'quantization.safetensors')));
+  });
+
+  it('report.html shows the numbers of results.json, outlines exactly the significant cells, draws the true Pareto front', () => {
+    const res = JSON.parse(readFileSync(path.join(uninterrupted, 'results.json'), 'utf8')) as AuditResults;
+    const html = readFileSync(path.join(uninterrupted, 'report.html'), 'utf8');
+    const outlined = checkReport(html, res);
+    const significant = res.benchmarks.reduce((n, b) => n + b.variants.reduce((m, v) => m + [v.overall, ...Object.values(v.groups)].filter((c) => c.significant).length, 0), 0);
+    assert.equal(outlined, significant);
   });
 
   it('after kill -9 half-way, rerunning recomputes nothing finished and gives the same results.json', async () => {

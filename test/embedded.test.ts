@@ -67,7 +67,9 @@ describe('embedded default models', () => {
       const r = await train(model, settings, path.join(out, 'model'), { tokenizerDir: embeddedModelDir(name) });
       for (let k = 0; k < steps; k++) {
         // Same graph and data; ONNX Runtime may sum in another order on another machine (float32 rounding).
-        assert.ok(Math.abs(r.losses[k]! - rec.losses_every_step[k]!) < 1e-3, `step ${k + 1}: ${r.losses[k]} vs ${rec.losses_every_step[k]}`);
+        // Measured worst |Δ| over the 3 steps of both models 4.4e-6 (a loss near 10: ulp 9.5e-7); 5e-5
+        // is 11× that, room for another CPU's kernels over three updates.
+        assert.ok(Math.abs(r.losses[k]! - rec.losses_every_step[k]!) < 5e-5, `step ${k + 1}: ${r.losses[k]} vs ${rec.losses_every_step[k]}`);
       }
     });
   }

@@ -1,6 +1,6 @@
 /** Locating the repository and the shared fixtures (`../shared` relative to the repository root). */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -116,6 +116,35 @@ export interface CliRun {
 export function dike(args: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): CliRun {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...(opts.env ?? process.env), DIKE_DEBUG: '' }, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Run `dike` with stdout on a real pipe read slowly, as `dike … | jq` or a slow consumer reads it:
+ * the reader pauses after every chunk, so the pipe fills and the CLI's writes stay pending. A CLI
+ * that exits before its stdout drains loses the tail here (spawnSync, which drains eagerly into a
+ * buffer, would not see that).
+ */
+export function dikePiped(args: readonly string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; pauseMs?: number } = {}): Promise<CliRun & { chunks: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...(opts.env ?? process.env), DIKE_DEBUG: '' }, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.stdout.on('data', (b: Buffer) => {
+      out.push(b);
+      child.stdout.pause();
+      setTimeout(() => child.stdout.resume(), opts.pauseMs ?? 5);
+    });
+    let exit: number | null = null;
+    let ended = 0;
+    const done = (): void => {
+      if (++ended === 3) resolve({ code: exit ?? -1, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), chunks: out.length });
+    };
+    child.stdout.on('end', done);
+    child.stderr.on('end', done);
+    child.on('error', reject);
+    child.on('exit', (code) => ((exit = code), done()));
+  });
 }
 
 /** A bad-input failure: non-zero exit, one line on stderr, no stack trace, not an internal error, naming `parts`. */

@@ -26,7 +26,10 @@ for (const model of ['small-bert-mlm', 'small-gpt2']) {
         const where = `${model}/${res.benchmark}/${res.scorer}`;
         assert.ok(res.n > 0, where);
         assert.ok(res.resamples >= 1000, where);
-        if (Number.isFinite(res.score)) assert.ok(res.ci95[0] <= res.score + 1e-9 && res.score - 1e-9 <= res.ci95[1], `${where}: ${res.score} outside ${res.ci95}`);
+        // A NaN or infinite headline is a defect, not a case to skip.
+        assert.ok(Number.isFinite(res.score), `${where}: score ${res.score}`);
+        assert.ok(Number.isFinite(res.ci95[0]) && Number.isFinite(res.ci95[1]), `${where}: ci95 ${res.ci95}`);
+        assert.ok(res.ci95[0] <= res.score + 1e-9 && res.score - 1e-9 <= res.ci95[1], `${where}: ${res.score} outside ${res.ci95}`);
         assert.ok(Object.keys(res.groups).length > 0, where);
         for (const g of Object.values(res.groups)) assert.ok(g.n > 0 && g.ci95.length === 2, where);
         assert.ok(res.items.length > 0 && res.items.every((i) => typeof i.id === 'string' && typeof i.group === 'string'), where);
@@ -46,3 +49,4 @@ it('names an unknown benchmark in one line', () => {
   assert.notEqual(r.status, 0);
   assert.match(r.stderr.trim(), /^dike measure: --benchmark: unknown item "wino" \(expected a comma-separated list of crows-pairs, stereoset, seat, winobias, bbq\) \(see dike measure --help\)$/);
 });
+

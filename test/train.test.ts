@@ -394,14 +394,39 @@ describe('freezing by module', () => {
       const trainable = frozenSelector(m, [item]);
       return [...m.params.keys()].filter((k) => !trainable(k)).sort();
     };
-    assert.deepEqual(frozen('tiny-bert-mlm', 'embeddings'), ['bert.embeddings.position_embeddings.weight', 'bert.embeddings.token_type_embeddings.weight', 'bert.embeddings.word_embeddings.weight']);
-    assert.equal(frozen('tiny-bert-mlm', 'attention').length, 2 * 4 * 2);
-    assert.ok(frozen('tiny-bert-mlm', 'ffn').every((k) => /intermediate\.dense|output\.dense/.test(k) && !/attention/.test(k)));
-    assert.ok(frozen('tiny-bert-mlm', 'head').every((k) => k.startsWith('cls.')));
-    assert.ok(frozen('tiny-gpt2', 'norms').every((k) => /\.ln_(1|2|f)\./.test(k)));
-    assert.deepEqual(frozen('tiny-llama', 'head'), ['lm_head.weight']);
-    assert.ok(frozen('tiny-llama', 'layer.1').every((k) => k.startsWith('model.layers.1.')));
-    assert.deepEqual(frozen('tiny-gpt2', 'transformer.wpe'), ['transformer.wpe.weight']);
+    // Every pattern on every family, as a count and a rule written from the parameter names by hand
+    // (tiny-bert-mlm: 2 layers, 42 tensors; tiny-gpt2: 2 layers, 28 tensors, head tied to wte; tiny-llama:
+    // 2 layers, 21 tensors). `every` over an empty list is true, so each count is asserted first.
+    const expect = (model: string, item: string, count: number, rule: RegExp): void => {
+      const f = frozen(model, item);
+      assert.equal(f.length, count, `${model} --freeze ${item}: ${f.join(', ')}`);
+      const all = [...loadModelCached(model).params.keys()];
+      assert.deepEqual(f, all.filter((k) => rule.test(k)).sort(), `${model} --freeze ${item}`);
+    };
+    expect('tiny-bert-mlm', 'embeddings', 3, /^bert\.embeddings\.(word|position|token_type)_embeddings\.weight$/);
+    expect('tiny-bert-mlm', 'attention', 2 * 4 * 2, /attention\.(self\.(query|key|value)|output\.dense)\./);
+    expect('tiny-bert-mlm', 'ffn', 2 * 2 * 2, /\.(intermediate\.dense|\d\.output\.dense)\./);
+    expect('tiny-bert-mlm', 'head', 5, /^cls\./);
+    expect('tiny-bert-mlm', 'norms', 2 + 2 * 2 * 2 + 2, /LayerNorm/);
+    expect('tiny-bert-mlm', 'layer.1', 16, /^bert\.encoder\.layer\.1\./);
+    expect('tiny-gpt2', 'embeddings', 2, /^transformer\.(wte|wpe)\.weight$/);
+    expect('tiny-gpt2', 'attention', 2 * 4, /\.attn\.c_(attn|proj)\./);
+    expect('tiny-gpt2', 'ffn', 2 * 4, /\.mlp\.c_(fc|proj)\./);
+    expect('tiny-gpt2', 'norms', 2 * 4 + 2, /\.ln_(1|2|f)\./);
+    expect('tiny-gpt2', 'layer.0', 12, /^transformer\.h\.0\./);
+    expect('tiny-gpt2', 'transformer.wpe', 1, /^transformer\.wpe\.weight$/);
+    expect('tiny-llama', 'embeddings', 1, /^model\.embed_tokens\.weight$/);
+    expect('tiny-llama', 'attention', 2 * 4, /self_attn\.(q|k|v|o)_proj\.weight$/);
+    expect('tiny-llama', 'ffn', 2 * 3, /mlp\.(gate|up|down)_proj\.weight$/);
+    expect('tiny-llama', 'head', 1, /^lm_head\.weight$/);
+    expect('tiny-llama', 'norms', 2 * 2 + 1, /layernorm|^model\.norm\./);
+    expect('tiny-llama', 'layer.1', 9, /^model\.layers\.1\./);
+    // A pattern that selects nothing is an error, not a silent no-op: GPT-2's head is tied to wte
+    // (nothing of its own to freeze), a 2-layer model has no layer.5, and a misspelt prefix.
+    const m = loadModelCached('tiny-gpt2');
+    for (const item of ['head', 'layer.5', 'transformer.wpe.weigth']) {
+      assert.throws(() => frozenSelector(m, [item]), new RegExp(`--freeze: "${item.replace(/\./g, '\\.')}" matches no parameter`));
+    }
   });
 });
 

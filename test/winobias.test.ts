@@ -237,9 +237,11 @@ describe('WinoBias on the trained models (4 pairs, one per file pair)', () => {
     assert.deepEqual(r.items.map((i) => i.id), ['type1/dev/1', 'type1/test/1', 'type2/dev/1', 'type2/test/1']);
     const pairs = r.items.map((i) => firstOf(i.id));
     const ref = await scoreTexts(gpt, gptRunner, pairs.flatMap((p) => [p.pro, p.anti]));
+    // Dikē against itself: measured |Δ| 0 (the same batches). 2e-5 allows a few float32 ulps of a
+    // sentence total (|total| ≲ 60: ulp 3.8e-6) should the pairs be batched differently.
     r.items.forEach((it, k) => {
-      assert.ok(Math.abs((it.detail!['pro_score'] as number) - ref[2 * k]!.total) < 1e-3, it.id);
-      assert.ok(Math.abs((it.detail!['anti_score'] as number) - ref[2 * k + 1]!.total) < 1e-3, it.id);
+      assert.ok(Math.abs((it.detail!['pro_score'] as number) - ref[2 * k]!.total) < 2e-5, it.id);
+      assert.ok(Math.abs((it.detail!['anti_score'] as number) - ref[2 * k + 1]!.total) < 2e-5, it.id);
       assert.equal(it.outcome, ref[2 * k]!.total > ref[2 * k + 1]!.total ? 1 : 0, it.id);
     });
     checkAggregates(r);
@@ -249,9 +251,10 @@ describe('WinoBias on the trained models (4 pairs, one per file pair)', () => {
     const r = await run(bert, bertRunner, 'pll');
     const pairs = r.items.map((i) => firstOf(i.id));
     const ref = await scoreTexts(bert, bertRunner, pairs.flatMap((p) => [p.pro, p.anti]));
+    // Measured |Δ| 0; 2e-5 as for sum-ll above.
     r.items.forEach((it, k) => {
-      assert.ok(Math.abs((it.detail!['pro_score'] as number) - ref[2 * k]!.total) < 1e-3, it.id);
-      assert.ok(Math.abs((it.detail!['anti_score'] as number) - ref[2 * k + 1]!.total) < 1e-3, it.id);
+      assert.ok(Math.abs((it.detail!['pro_score'] as number) - ref[2 * k]!.total) < 2e-5, it.id);
+      assert.ok(Math.abs((it.detail!['anti_score'] as number) - ref[2 * k + 1]!.total) < 2e-5, it.id);
       assert.equal(it.outcome, ref[2 * k]!.total > ref[2 * k + 1]!.total ? 1 : 0, it.id);
     });
     checkAggregates(r);
@@ -274,8 +277,9 @@ describe('WinoBias on the trained models (4 pairs, one per file pair)', () => {
       const logits = await bertRunner.logits(last!, masked.length);
       const V = bert.shape.vocabSize;
       const row = logSoftmaxRow(logits.subarray(pos * V, (pos + 1) * V));
-      assert.ok(Math.abs((it.detail!['pro_score'] as number) - row[a[pos]!]!) < 1e-4, it.id);
-      assert.ok(Math.abs((it.detail!['anti_score'] as number) - row[b[pos]!]!) < 1e-4, it.id);
+      // Measured |Δ| 5.4e-7 (float32 log-softmax in the graph vs float64 here); 5e-6 is 9× that.
+      assert.ok(Math.abs((it.detail!['pro_score'] as number) - row[a[pos]!]!) < 5e-6, it.id);
+      assert.ok(Math.abs((it.detail!['anti_score'] as number) - row[b[pos]!]!) < 5e-6, it.id);
     }
     checkAggregates(r);
   });
@@ -300,7 +304,8 @@ describe('WinoBias on the trained models (4 pairs, one per file pair)', () => {
       proSum += row[a[i]!]!;
       antiSum += row[b[i]!]!;
     }
-    assert.ok(Math.abs(s!.pro - proSum) < 1e-4 && Math.abs(s!.anti - antiSum) < 1e-4, `${s!.pro} vs ${proSum}`);
+    // Measured |Δ| 5.8e-7 (a sum of two float32 log-probs against float64 here); 5e-6 is 9× that.
+    assert.ok(Math.abs(s!.pro - proSum) < 5e-6 && Math.abs(s!.anti - antiSum) < 5e-6, `${s!.pro} vs ${proSum}`);
   });
 
   it('keeps non-minimal pairs as items with outcome null and leaves them out of every number', async () => {

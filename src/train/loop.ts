@@ -390,7 +390,7 @@ export function frozenSelector(model: TrainableModel, freeze: readonly string[])
   // An item that freezes nothing is a typo, not a choice: refuse it rather than train everything.
   freeze.forEach((item, i) => {
     if (![...model.params.keys()].some((n) => matchers[i]!(n))) {
-      throw new DikeError('', '--freeze', `"${item}" matches no parameter of the model (use embeddings, attention, ffn, head, norms, layer.N or a parameter-name prefix)`);
+      throw new DikeError('', '--freeze', `"${item}" matches no parameter of the model (use embeddings, attention, ffn, head, norms, layer.N or a parameter-name prefix; a tied head is frozen through its embedding)`);
     }
   });
   return (name) => !matchers.some((f) => f(name));
