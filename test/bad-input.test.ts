@@ -6,7 +6,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { assertOneLineError, DATA, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
+import { assertOneLineError, DATA, dike, loadModelCached, modelDir, repoRoot, scratchDir } from './fixtures.js';
+import { DikeError } from '../src/errors.js';
+import { ModelRunner, padBatch } from '../src/runtime/session.js';
 
 const tmp = scratchDir('bad-input');
 let counter = 0;
@@ -66,6 +68,17 @@ describe('internal errors become lines naming the file', () => {
     const dir = damaged('tiny-bert-mlm', { 'vocab.txt': `${vocab}\nzzextra1\nzzextra2\n` });
     assertOneLineError(dike(['logprobs', dir, '--text', 'zzextra1']), 'vocab.txt', 'zzextra2', 'vocab_size 30522');
     assertOneLineError(dike(['inspect', dir]), 'vocab.txt', 'vocab_size');
+  });
+
+  it('the library refuses ids beyond the vocabulary before ONNX Runtime sees them', async () => {
+    const ckpt = loadModelCached('tiny-gpt2');
+    const runner = await ModelRunner.create(ckpt, { threads: 1 });
+    try {
+      await assert.rejects(runner.hidden(padBatch([[1, 2, ckpt.shape.vocabSize + 3]], 0)), (e: unknown) => e instanceof DikeError && /position 2/.test(e.place) && /outside the vocabulary/.test(e.problem));
+      await assert.rejects(runner.hidden(padBatch([[-4]], 0)), DikeError);
+    } finally {
+      await runner.dispose();
+    }
   });
 
   it('a fractional bos_token_id is refused naming config.json and the key', () => {

@@ -519,7 +519,7 @@ describe('dike export', () => {
       }
       const bad = spawnSync(process.execPath, [CLI, 'export', model, '--execution', 'fast', '--out', path.join(dir, 'x.onnx')], { encoding: 'utf8' });
       assert.equal(bad.status, 2);
-      assert.match(bad.stderr, /--execution expects simulated or deployed/);
+      assert.match(bad.stderr, /^dike export: --execution: expected one of simulated, deployed, got "fast"/);
     });
   });
 });

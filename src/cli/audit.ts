@@ -4,6 +4,7 @@ import { resolveDataDir } from '../measure/data.js';
 import { parseVariant, runAudit, sweepVariants, type VariantSpec } from '../audit/audit.js';
 import type { AuditResults } from '../audit/types.js';
 import { DEFAULT_RESAMPLES, DEFAULT_SEED } from '../measure/stats/bootstrap.js';
+import { DikeError } from '../errors.js';
 import { Progress } from './progress.js';
 import { parseFlags, type CommandSpec } from './flags.js';
 import { DATA_FLAG, LIMIT_FLAG, RESAMPLES_FLAG, SEED_FLAG, THREADS_FLAG } from './common-flags.js';
@@ -77,9 +78,18 @@ export const auditCommand = {
       samples: args.num('calibration-samples')!,
       seqLen: args.num('calibration-seq-len')!,
     };
+    // A method spec becomes a one-step recipe named "variant.json": report its problems against the flag.
+    const asFlag = <T>(flag: string, spec: string, f: () => T): T => {
+      try {
+        return f();
+      } catch (e) {
+        if (e instanceof DikeError && e.file === 'variant.json') throw args.error(flag, `"${spec}": ${[e.place, e.problem].filter((x) => x !== '').join(': ')}`);
+        throw e;
+      }
+    };
     const variants: VariantSpec[] = [
-      ...args.all('sweep').flatMap((s) => sweepVariants(s, calibration, seed)),
-      ...args.all('variant').map((v) => parseVariant(v, calibration, seed)),
+      ...args.all('sweep').flatMap((s) => asFlag('--sweep', s, () => sweepVariants(s, calibration, seed))),
+      ...args.all('variant').map((v) => asFlag('--variant', v, () => parseVariant(v, calibration, seed))),
     ];
     const qualityText = corpusFile('valid', dataDir);
     const qualityLines = args.num('quality-lines')!;

@@ -179,6 +179,15 @@ export class ModelRunner {
    * HF's hidden_states), a Float32Array [batch, seq, hidden].
    */
   async hidden(batch: PaddedBatch, layers: readonly number[] = [this.numLayers]): Promise<Float32Array[]> {
+    // An id the embedding cannot index must not reach ONNX Runtime's Gather (an internal error there).
+    const vocab = BigInt(this.model.shape.vocabSize);
+    const ids = batch.inputIds;
+    for (let i = 0; i < ids.length; i++) {
+      if (ids[i]! < 0n || ids[i]! >= vocab) {
+        const row = Math.floor(i / batch.seq);
+        throw new DikeError(this.model.dir, `batch row ${row + 1}, position ${i % batch.seq}`, `token id ${ids[i]} is outside the vocabulary (vocab_size ${vocab})`);
+      }
+    }
     const dims = [batch.batch, batch.seq];
     const feeds = {
       input_ids: new ort.Tensor('int64', batch.inputIds, dims),
