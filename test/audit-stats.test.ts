@@ -15,7 +15,7 @@ import {
   pairedPermutationTest,
 } from '../src/audit/paired.js';
 import { fisherExact, flipCountsByGroup, flips, overRepresentation } from '../src/audit/cie.js';
-import { Rng } from '../src/measure/stats/rng.js';
+import { Rng } from '../src/util/rng.js';
 import { DikeError } from '../src/errors.js';
 import type { ItemScore } from '../src/measure/types.js';
 

@@ -28,7 +28,7 @@ import { GraphBuilder, type WeightSource } from '../src/model/graph/build.js';
 import { numel, type Graph, type InitTensor } from '../src/model/graph/ir.js';
 import { graphToOnnx } from '../src/model/graph/to-onnx.js';
 import { activation, applyRotary, attention, attentionBias, bodyInputs, conv1d, FLOAT32_MIN, layerNorm, linear, rmsNorm } from '../src/model/arch/layers.js';
-import { Rng } from '../src/measure/stats/rng.js';
+import { Rng } from '../src/util/rng.js';
 import { ortSessionOptions } from '../src/runtime/session.js';
 import { differentiate } from '../src/train/autodiff.js';
 import { GRAD_RULES } from '../src/train/grad-rules.js';

@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { bootstrapCI, meanCI, quantile } from '../src/measure/stats/bootstrap.js';
-import { Rng } from '../src/measure/stats/rng.js';
+import { Rng } from '../src/util/rng.js';
 
 describe('quantile (numpy "linear")', () => {
   it('interpolates between order statistics', () => {

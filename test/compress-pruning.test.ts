@@ -22,7 +22,7 @@ import { sampleCalibration } from '../src/compress/calibrate.js';
 import { nmPrune } from '../src/compress/methods/nm.js';
 import { zeroSmallest } from '../src/compress/methods/magnitude.js';
 import { DikeError } from '../src/errors.js';
-import { Rng } from '../src/measure/stats/rng.js';
+import { Rng } from '../src/util/rng.js';
 
 const CORPUS = path.join(DATA, 'lm_corpus', 'train.txt');
 

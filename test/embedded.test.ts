@@ -10,7 +10,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { EMBEDDED_MODELS, embeddedModelDir, embeddedDataDir } from '../src/embedded.js';
-import { sha256File } from '../src/measure/data.js';
+import { sha256File } from '../src/util/hash.js';
 import { findBenchmark } from '../src/measure/registry.js';
 import { STEREOSET_DATASET, STEREOSET_LOCAL_ALTERNATIVE } from '../src/measure/stereoset.js';
 import { initFromConfig } from '../src/train/init.js';

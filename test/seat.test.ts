@@ -10,7 +10,7 @@ import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DikeError } from '../src/errors.js';
-import { sha256File } from '../src/measure/data.js';
+import { sha256File } from '../src/util/hash.js';
 import {
   SEAT_DATASET,
   SEAT_TESTS,

@@ -10,7 +10,7 @@
  * Every step is keyed by content hashes (weights, recipe, data, options, tool version), so rerunning
  * after a crash or kill -9 recomputes nothing that finished, and a changed input is recomputed.
  */
-import { createHash } from 'node:crypto';
+import { sha256File, sha256Text } from '../util/hash.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
@@ -73,9 +73,6 @@ export interface AuditRequest {
   log?: (line: string) => void;
 }
 
-function sha256(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
-}
 
 // ---- variant specs ----------------------------------------------------------------------------
 
@@ -124,12 +121,12 @@ export function parseVariant(arg: string, calibration: Recipe['calibration'], se
 /** SHA-256 over every file of a dataset folder (names and contents), so any change is seen. */
 function hashDataFolder(dataDir: string, folder: string): { hash: string; records: DataFileRecord[] } {
   const dir = path.join(dataDir, folder);
-  if (!existsSync(dir)) return { hash: sha256(`absent:${folder}`), records: [] };
+  if (!existsSync(dir)) return { hash: sha256Text(`absent:${folder}`), records: [] };
   const records = readdirSync(dir)
     .filter((f) => statSync(path.join(dir, f)).isFile())
     .sort()
-    .map((f) => ({ file: `${folder}/${f}`, sha256: createHash('sha256').update(readFileSync(path.join(dir, f))).digest('hex') }));
-  return { hash: sha256(canonicalJson(records)), records };
+    .map((f) => ({ file: `${folder}/${f}`, sha256: sha256File(path.join(dir, f)) }));
+  return { hash: sha256Text(canonicalJson(records)), records };
 }
 
 // ---- compressing variants ---------------------------------------------------------------------
@@ -139,7 +136,7 @@ async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threa
   if (v.dir !== undefined) return v.dir;
   const recipe = v.recipe!;
   const dir = path.join(out, 'variants', v.name);
-  const want = sha256(canonicalJson({ dense: hashModelDir(dense.dir).weightsSha256, recipe }));
+  const want = sha256Text(canonicalJson({ dense: hashModelDir(dense.dir).weightsSha256, recipe }));
   const marker = path.join(dir, '.dike-recipe-sha256');
   if (existsSync(marker) && readFileSync(marker, 'utf8') === want) return dir;
   const tmp = `${dir}.partial`;
@@ -308,7 +305,7 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
     if (lines.length < req.qualityLines) throw new DikeError(qualityFile, '', `the quality proxy asks for ${req.qualityLines} lines but the file has ${lines.length} (lower --quality-lines)`);
     return lines.slice(0, req.qualityLines);
   })() : [];
-  const qualityHash = sha256(qualityLines.join('\n'));
+  const qualityHash = sha256Text(qualityLines.join('\n'));
   try {
     const models: { entry: ModelEntry; ckpt: Checkpoint; results: Map<string, BenchmarkResult> }[] = [];
     const all: (VariantSpec & { isDense?: boolean })[] = [{ name: 'dense', dir: req.model, spec: '', isDense: true }, ...req.variants];

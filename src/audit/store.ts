@@ -43,8 +43,8 @@
  * `detail` absent vs present, and NaN/±Infinity/−0 inside result and detail JSON (written as
  * `{"$num": "NaN"}` etc., which no result contains otherwise). Items come back in their original order.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { sha256FileStreamed, sha256Text } from '../util/hash.js';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { DikeError } from '../errors.js';
@@ -85,27 +85,6 @@ export function canonicalJson(value: unknown): string {
     throw new DikeError('', where || 'key', `cannot hash a ${typeof v}`);
   };
   return JSON.stringify(walk(value, ''));
-}
-
-export function sha256Text(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
-}
-
-/** SHA-256 of a file, read in chunks (weight files can be larger than we want in memory). */
-export function sha256FileStreamed(file: string): string {
-  const h = createHash('sha256');
-  const buf = Buffer.allocUnsafe(8 << 20);
-  const fd = openSync(file, 'r');
-  try {
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
 }
 
 /** One hash over named hashes: SHA-256 of the sorted lines "name sha256\n". */

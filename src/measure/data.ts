@@ -42,8 +42,6 @@ export function requireDataFile(dataDir: string, ds: Dataset, relPath: string): 
   return p;
 }
 
-export { sha256Bytes, sha256File } from '../util/hash.js';
-
 /** Checksum records for the files a run read (relative to the data directory). */
 export function dataRecords(dataDir: string, files: readonly string[]): DataFileRecord[] {
   return files.map((p) => ({ file: path.relative(dataDir, p), sha256: sha256File(p) }));

@@ -2,7 +2,7 @@
  * Percentile bootstrap over items (Efron & Tibshirani 1993, ch. 13): resample the items with
  * replacement B times, recompute the statistic, and take the 2.5th and 97.5th percentiles.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../../util/rng.js';
 import type { ScoreCI } from '../types.js';
 
 export const DEFAULT_RESAMPLES = 1000;

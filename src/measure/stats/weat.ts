@@ -20,7 +20,7 @@
  *
  * Cosines and means are accumulated in float64.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../../util/rng.js';
 import { quantile } from './bootstrap.js';
 
 /** Default number of permutation samples, and the exact-test threshold (sent-bias / bias-bench n_samples). */
