@@ -311,7 +311,10 @@ async function addTeacherOutputs(teacher: ModelRunner, batch: StepBatch, terms: 
   batch.teacherLogits = await teacher.logits(rowStates, R);
   if (wantHidden.length > 0) {
     batch.teacherHidden = new Map(wantHidden.map((l) => [l, states[layers.indexOf(l)]!]));
-    batch.hiddenScale = (terms.hiddenWeight ?? 0) / (B * S * H);
+    // The graph sums ‖h_s − h_t‖² over real (unmasked) tokens only; the mean is over those tokens too.
+    let real = 0;
+    for (let i = 0; i < batch.attentionMask.length; i++) if (Number(batch.attentionMask[i]) !== 0) real++;
+    batch.hiddenScale = (terms.hiddenWeight ?? 0) / (Math.max(real, 1) * H);
   }
 }
 
