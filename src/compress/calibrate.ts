@@ -39,18 +39,8 @@ import {
   type WalkOptions,
 } from './calibration-types.js';
 
-export {
-  CALIBRATION_MODES,
-  DEFAULT_BATCHING,
-  type CalibrationBatching,
-  type CalibrationMode,
-  type CalibrationSet,
-  type CalibrationSpec,
-  type CalibrationVisit,
-  type StatsOptions,
-  type TokenCalibrationSpec,
-  type WalkOptions,
-} from './calibration-types.js';
+/** The calibration types, for callers that import them with the functions that make them. */
+export * from './calibration-types.js';
 
 
 
