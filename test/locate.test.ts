@@ -16,6 +16,7 @@ import { objectiveGradient, firstOrderChange } from '../src/locate/gradient.js';
 import { averageRanks, byMagnitude, spearman } from '../src/locate/stats.js';
 import { leaveOneIn, leaveOneOut, unitsOf } from '../src/locate/units.js';
 import { runLocate, type LocateResults } from '../src/locate/locate.js';
+import { plantedTrial } from '../src/locate/plant.js';
 import { assertOneLineError, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
 
 const TINY = modelDir('tiny-bert-mlm');
@@ -65,8 +66,8 @@ test('the objective is the benchmark\'s own item score, and its gradient predict
   const w = 'bert.encoder.layer.1.output.dense.weight';
   const g = await objectiveGradient(ck, items, [w], { threads: 2, padId: 0 });
   // Σ item scores from the benchmark vs the gradient graph's loss: float32 sums in different orders
-  // (measured |diff| 3.1e-5 here; 8e-5 over 100 items of dike-bert-mini).
-  assert.ok(Math.abs(g.objective - J) < 2e-4, `objective ${g.objective} vs scored ${J}`);
+  // (measured |diff| 1.7e-5 here; 8e-5 over 100 items of dike-bert-mini).
+  assert.ok(Math.abs(g.objective - J) < 1e-4, `objective ${g.objective} vs scored ${J}`);
   // Finite difference along the gradient direction: J(W + εd) − J(W) ≈ ε g·d (central difference).
   const d = g.grads.get(w)!;
   let norm = 0;
@@ -90,8 +91,8 @@ test('the objective is the benchmark\'s own item score, and its gradient predict
   };
   const fd = (await scoreAt(1)) - (await scoreAt(-1));
   const predicted = firstOrderChange(g.grads, ck.params, shifted(1), [w]) - firstOrderChange(g.grads, ck.params, shifted(-1), [w]);
-  // Relative error of the central difference (measured 0.4%: float32 scoring noise and curvature).
-  assert.ok(Math.abs(fd - predicted) / Math.abs(predicted) < 0.03, `finite difference ${fd} vs first order ${predicted}`);
+  // Relative error of the central difference (measured 3.2e-6: float32 scoring and curvature).
+  assert.ok(Math.abs(fd - predicted) / Math.abs(predicted) < 1e-4, `finite difference ${fd} vs first order ${predicted}`);
 });
 
 function unitOf(r: LocateResults, label: string) {
@@ -153,4 +154,18 @@ test('dike locate: the command line writes locate.json and report.html; bad inpu
   assertOneLineError(dike(['locate', '--model', TINY, '--variant', 'magnitude:sparsity=0.5', '--unit', 'neuron', '--out', out]), '--unit');
   assertOneLineError(dike(['locate', '--model', TINY, '--variant', 'magnitude:sparsity=2', '--out', out]), 'sparsity');
   assertOneLineError(dike(['locate', '--model', TINY, '--variant', TINY, '--out', out]), 'recipe');
+});
+
+test('planted bias: locate ranks the planted unit first, measured and predicted (tiny GPT-2, 2 seeds)', async () => {
+  const work = scratchDir('locate-planted');
+  // Seed 1 picks layer 1's FFN; the second planting goes into layer 0's attention.
+  const common = { model: modelDir('tiny-gpt2'), dataDir: DATA, work, limit: 150, sparsity: 0.5, fraction: 1, threads: 2 };
+  const trials = [await plantedTrial({ ...common, seed: 1 }), await plantedTrial({ ...common, seed: 3, unit: { layer: 0, module: 'attention' } })];
+  assert.notEqual(trials[0]!.unit, trials[1]!.unit);
+  for (const t of trials) {
+    assert.equal(t.rankMeasured, 1, `measured: ${JSON.stringify(t)}`);
+    assert.equal(t.rankPredicted, 1, `predicted: ${JSON.stringify(t)}`);
+    // Removing the plant lowers the stereotype rate: the planted unit's Δ is negative.
+    assert.ok(t.plantedDelta < 0 && t.plantedPredicted < 0, JSON.stringify(t));
+  }
 });

@@ -98,7 +98,7 @@ export interface PlantedTrial {
   seconds: number;
 }
 
-/** One seeded planting: choose a unit and matrix, plant into a random half of the items, locate. */
+/** One seeded planting: the seed chooses the unit; plant into the items nearest to turning stereotypical; locate. */
 export async function plantedTrial(args: {
   model: string;
   seed: number;
@@ -124,8 +124,10 @@ export async function plantedTrial(args: {
   // The association: push a random half of the items the dense model does not call stereotypical.
   const runner = await ModelRunner.create(dense, args.threads !== undefined ? { threads: args.threads } : {});
   const denseRun = await crows.run({ ckpt: dense, runner, dataDir: args.dataDir }, { scorer, seed: 0, resamples: 1000, limit: args.limit }).finally(() => runner.dispose());
-  const unbiased = new Set(denseRun.items.filter((i) => i.outcome === 0).map((i) => i.id));
-  const subset = items.filter((i) => unbiased.has(i.id) && rng.next() < 0.5);
+  // The items nearest to flipping: the half of the non-stereotypical ones with the smallest |score|.
+  const unbiased = denseRun.items.filter((i) => i.outcome === 0).sort((a, b) => Math.abs(a.score) - Math.abs(b.score) || a.id.localeCompare(b.id));
+  const chosen = new Set(unbiased.slice(0, Math.ceil(unbiased.length / 2)).map((i) => i.id));
+  const subset = items.filter((i) => chosen.has(i.id));
   const { ckpt: planted, planting } = await plantBias(dense, subset, targets, { sparsity: args.sparsity, fraction: args.fraction, ...(args.threads !== undefined ? { threads: args.threads } : {}) });
   const dir = path.join(args.work, `planted-${path.basename(args.model)}-${args.seed}`);
   writeModelDir(dir, planted, new Map([...planted.params].map(([k, p]) => [k, p.data])), dense.dir, 'F32');
