@@ -3,7 +3,7 @@
  * consistency with `dike audit` on a scoped recipe, resumability, the command line.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
@@ -168,4 +168,19 @@ test('planted bias: locate ranks the planted unit first, measured and predicted 
     // Removing the plant lowers the stereotype rate: the planted unit's Δ is negative.
     assert.ok(t.plantedDelta < 0 && t.plantedPredicted < 0, JSON.stringify(t));
   }
+});
+
+test('dike audit --locate: the locate section joins the audit report, sharing the audit\'s store', () => {
+  const out = scratchDir('audit-locate');
+  const r = dike(['audit', '--model', TINY, '--variant', 'magnitude:sparsity=0.5', '--limit', '20', '--quality-lines', '0', '--threads', '2', '--locate', '--out', out, '--quiet']);
+  assert.equal(r.code, 0, r.stderr);
+  const html = readFileSync(path.join(out, 'report.html'), 'utf8');
+  assert.match(html, /Where \(dike locate\)/);
+  assert.match(html, /L1\.ffn/);
+  assert.ok(existsSync(path.join(out, 'locate', 'magnitude-sparsity0.5', 'locate.json')));
+  // The dense model's CrowS-Pairs run is stored once and reused by locate.
+  const store = openStore(storePath(out));
+  const dense = store.listRuns().filter((x) => x.benchmark === 'crows-pairs' && store.getModel(x.modelId)!.role === 'dense');
+  store.close();
+  assert.equal(dense.length, 1);
 });

@@ -7,11 +7,15 @@ import type { AuditResults } from '../audit/types.js';
 import { DEFAULT_RESAMPLES, DEFAULT_SEED } from '../measure/stats/bootstrap.js';
 import { parsing, positiveInt, UsageError } from './args.js';
 import { Progress } from './progress.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { runLocate, type LocateResults } from '../locate/locate.js';
+import { withLocateSections } from '../locate/report.js';
+import { storePath } from '../audit/store.js';
 
 const usage =
   'dike audit [--model <dir|dike-bert-mini|dike-gpt2-mini>] (--variant <recipe.yaml|method:key=value,…|compressed-dir>)… [--sweep "magnitude:0.1,0.3,0.5"]… ' +
   '[--benchmark <names>] [--scorer <name>] [--data <dir>] --out <dir> [--limit N] [--seed N] [--resamples N] [--alpha A] ' +
-  '[--calibration text] [--calibration-samples N] [--calibration-seq-len N] [--quality-lines N] [--threads N] [--json] [--quiet]';
+  '[--calibration text] [--calibration-samples N] [--calibration-seq-len N] [--quality-lines N] [--threads N] [--locate] [--json] [--quiet]';
 
 function fmt(x: number, d = 2): string {
   return Number.isFinite(x) ? x.toFixed(d) : 'n/a';
@@ -59,6 +63,7 @@ export const auditCommand = {
           'calibration-seq-len': { type: 'string' },
           'quality-lines': { type: 'string' },
           threads: { type: 'string' },
+          locate: { type: 'boolean' },
           json: { type: 'boolean' },
           quiet: { type: 'boolean' },
         },
@@ -116,7 +121,37 @@ export const auditCommand = {
       onProgress: (label, d, t) => progress.update(label, d, t),
       log: say,
     });
-    if (values.json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    // --locate: `dike locate` (layer-module units) for every variant given as a recipe or method spec,
+    // sharing the audit's store, written under <out>/locate/<variant>/ and added to report.html.
+    const located: LocateResults[] = [];
+    if (values.locate) {
+      for (const v of variants.filter((x) => x.recipe !== undefined)) {
+        located.push(
+          await runLocate({
+            model: model.dir,
+            variant: v,
+            benchmarks: benchmark.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+            ...(values.scorer !== undefined ? { scorer: values.scorer } : {}),
+            dataDir,
+            out: path.join(values.out, 'locate', v.name),
+            storeFile: storePath(values.out),
+            unit: 'layer-module',
+            seed,
+            resamples,
+            alpha,
+            ...(limit !== undefined ? { limit } : {}),
+            ...(threads !== undefined ? { threads } : {}),
+            qualityLines,
+            qualityFile: qualityText.file,
+            onProgress: (label, d, t) => progress.update(`locate ${label}`, d, t),
+            log: say,
+          }),
+        );
+      }
+      const report = path.join(values.out, 'report.html');
+      writeFileSync(report, withLocateSections(readFileSync(report, 'utf8'), located));
+    }
+    if (values.json) process.stdout.write(JSON.stringify(located.length > 0 ? { ...results, locate: located } : results, null, 2) + '\n');
     else if (!values.quiet) {
       process.stdout.write(summaryTable(results, process.stdout.isTTY === true) + `\n\nreport: ${path.join(values.out, 'report.html')}\nresults: ${path.join(values.out, 'results.json')}\n`);
     }

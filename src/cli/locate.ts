@@ -103,7 +103,7 @@ export const locateCommand = {
         if (!values.quiet) process.stderr.write(l + '\n');
       },
     });
-    if (values.json) process.stdout.write(JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+    if (values.json) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
     else if (!values.quiet) process.stdout.write(locateTable(results) + `\n\nreport: ${path.join(out, 'report.html')}\nresults: ${path.join(out, 'locate.json')}\n`);
   },
 };

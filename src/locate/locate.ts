@@ -62,6 +62,8 @@ export interface LocateRequest {
   predictOnly?: boolean;
   /** Measure only the `top` units by |predicted| (all when undefined). */
   top?: number;
+  /** The experiment store file (default <out>/dike.sqlite); `dike audit --locate` shares the audit's. */
+  storeFile?: string;
   onProgress?: (label: string, done: number, total: number) => void;
   log?: (line: string) => void;
 }
@@ -270,7 +272,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
   const linears = dense.family.linears(dense.config, dense.task);
   const units = unitsOf(linears, recipe, req.unit);
   if (units.length === 0) throw new DikeError('', '--variant', `${req.variant.spec || req.variant.name} compresses no attention or FFN matrix of this model`);
-  const store = openStore(storePath(req.out));
+  const store = openStore(req.storeFile ?? storePath(req.out));
   try {
     const jobs = new Jobs(req, dense, hashModelDir(req.model), plan, store);
     const denseEval = await jobs.evaluate('dense', undefined);
@@ -391,7 +393,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
       benchmarks,
       data: jobs.data,
     };
-    writeAtomic(path.join(req.out, 'locate.json'), JSON.stringify(results, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+    writeAtomic(path.join(req.out, 'locate.json'), JSON.stringify(results, null, 2) + '\n');
     writeAtomic(path.join(req.out, 'report.html'), renderLocateReport(results));
     return results;
   } finally {

@@ -98,3 +98,10 @@ ${locateSection(r)}
 </body></html>
 `;
 }
+
+/** An audit report with locate sections added before its data table (what `dike audit --locate` writes). */
+export function withLocateSections(auditHtml: string, located: readonly LocateResults[]): string {
+  const at = auditHtml.lastIndexOf('<h2>Data</h2>');
+  const body = `<h1 id="locate">Where (dike locate)</h1>\n${located.map((r) => locateSection(r)).join('\n')}\n`;
+  return at < 0 ? auditHtml.replace('</body>', `${body}</body>`) : auditHtml.slice(0, at) + body + auditHtml.slice(at);
+}
