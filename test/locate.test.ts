@@ -151,6 +151,15 @@ test('dike locate: the command line writes locate.json and report.html; bad inpu
   assert.equal(j.unit, 'matrix');
   assert.equal(j.benchmarks[0]!.units.length, 12);
   assert.ok(j.benchmarks[0]!.units.every((u) => u.matrix !== undefined && u.delta !== null));
+  assert.deepEqual(JSON.parse(readFileSync(path.join(out, 'locate.json'), 'utf8')), j);
+  assert.match(readFileSync(path.join(out, 'report.html'), 'utf8'), /class="mark"/);
+  // --predict-only: the prediction for every unit, no unit compressed and measured.
+  const p = dike(['locate', '--model', TINY, '--variant', 'rtn:bits=4', '--limit', '20', '--quality-lines', '0', '--predict-only', '--threads', '2', '--out', path.join(out, 'p'), '--json', '--quiet']);
+  assert.equal(p.code, 0, p.stderr);
+  const pj = JSON.parse(p.stdout) as LocateResults;
+  assert.equal(pj.benchmarks[0]!.units.length, 4);
+  assert.ok(pj.benchmarks[0]!.units.every((u) => typeof u.predicted === 'number' && u.predicted !== 0 && u.delta === null));
+  assert.equal(pj.benchmarks[0]!.full, null);
   assertOneLineError(dike(['locate', '--model', TINY, '--variant', 'magnitude:sparsity=0.5', '--unit', 'neuron', '--out', out]), '--unit');
   assertOneLineError(dike(['locate', '--model', TINY, '--variant', 'magnitude:sparsity=2', '--out', out]), 'sparsity');
   assertOneLineError(dike(['locate', '--model', TINY, '--variant', TINY, '--out', out]), 'recipe');
