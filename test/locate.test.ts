@@ -14,7 +14,7 @@ import { crowsPairs } from '../src/measure/crows-pairs.js';
 import { ModelRunner } from '../src/runtime/session.js';
 import { objectiveGradient, firstOrderChange } from '../src/locate/gradient.js';
 import { averageRanks, byMagnitude, spearman } from '../src/locate/stats.js';
-import { leaveOneIn, leaveOneOut, unitsOf } from '../src/locate/units.js';
+import { headEntries, leaveOneIn, leaveOneOut, unitsOf } from '../src/locate/units.js';
 import { runLocate, type LocateResults } from '../src/locate/locate.js';
 import { plantedTrial } from '../src/locate/plant.js';
 import { assertOneLineError, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
@@ -192,4 +192,50 @@ test('dike audit --locate: the locate section joins the audit report, sharing th
   const dense = store.listRuns().filter((x) => x.benchmark === 'crows-pairs' && store.getModel(x.modelId)!.role === 'dense');
   store.close();
   assert.equal(dense.length, 1);
+});
+
+test('head units: the entries of a head (hand-listed for a fused GPT-2 c_attn and an output projection)', () => {
+  const shape = { numHeads: 2, numKvHeads: 2, headDim: 2, hiddenSize: 4 };
+  const qkv = { weight: 'qkv', layout: 'in-out' as const, inDim: 4, outDim: 12, layer: 0, module: 'attention' as const, role: 'qkv' };
+  const o = { weight: 'o', layout: 'out-in' as const, inDim: 4, outDim: 4, layer: 0, module: 'attention' as const, role: 'o' };
+  const e = headEntries([qkv, o], 1, shape);
+  // Head 1 owns output channels 2,3 (q), 6,7 (k), 10,11 (v); stored [in, out]: index = i·12 + channel.
+  const expectQkv: number[] = [];
+  for (let i = 0; i < 4; i++) for (const c of [2, 3, 6, 7, 10, 11]) expectQkv.push(i * 12 + c);
+  assert.deepEqual([...e.get('qkv')!], expectQkv.sort((a, b) => a - b));
+  // Output projection [out, in]: input columns 2, 3 of every row.
+  assert.deepEqual([...e.get('o')!], [2, 3, 6, 7, 10, 11, 14, 15]);
+  assert.throws(() => headEntries([o], 0, { ...shape, numKvHeads: 1 }), /key\/value heads/);
+});
+
+test('--variant none --unit head: removing a head equals zeroing its output-projection columns by hand', async () => {
+  const out = scratchDir('locate-heads');
+  const limit = 30;
+  const r = await runLocate({ model: TINY, variant: { name: 'none', spec: 'none' }, benchmarks: ['crows-pairs'], dataDir: DATA, out, unit: 'head', seed: 0, resamples: 1000, alpha: 0.05, limit, threads: 2, qualityLines: 0 });
+  const units = r.benchmarks[0]!.units;
+  assert.equal(units.length, 8); // 2 layers × 4 heads
+  const u = unitOf(r, 'L1.head2');
+  assert.deepEqual(u.weights, ['bert.encoder.layer.1.attention.output.dense.weight']);
+  const ck = loadCheckpoint(TINY);
+  const w = 'bert.encoder.layer.1.attention.output.dense.weight';
+  const p = ck.params.get(w)!;
+  const data = p.data.slice();
+  for (let row = 0; row < 64; row++) for (let col = 32; col < 48; col++) data[row * 64 + col] = 0; // head 2 of 4, head dim 16
+  const params = new Map(ck.params);
+  params.set(w, { ...p, data });
+  const run = async (m: typeof ck) => {
+    const runner = await ModelRunner.create(m, { threads: 2 });
+    try {
+      return await crowsPairs.run({ ckpt: m, runner, dataDir: DATA }, { scorer: 'nangia-pll', seed: 0, resamples: 1000, limit });
+    } finally {
+      await runner.dispose();
+    }
+  };
+  const [d, v] = [await run(ck), await run({ ...ck, params })];
+  const rate = (x: typeof d): number => (100 * x.items.reduce((s, i) => s + (i.outcome ?? 0), 0)) / x.items.length;
+  const scoreDelta = v.items.reduce((s, i, k) => s + (i.score - d.items[k]!.score), 0) / limit;
+  assert.equal(u.delta, rate(v) - rate(d));
+  assert.equal(u.score_delta, scoreDelta);
+  assert.equal(r.benchmarks[0]!.full, null);
+  assert.ok(units.every((x) => typeof x.predicted === 'number' && x.leave_one_out_delta === null));
 });

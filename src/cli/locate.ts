@@ -10,8 +10,8 @@ import { parsing, positiveInt, UsageError } from './args.js';
 import { Progress } from './progress.js';
 
 const usage =
-  'dike locate [--model <dir|dike-bert-mini|dike-gpt2-mini>] --variant <recipe.yaml|method:key=value,…> [--benchmark crows-pairs[,…]] ' +
-  '[--unit layer-module|matrix] [--data <dir>] [--limit N] [--out <dir>] [--seed N] [--resamples N] [--alpha A] [--no-leave-one-out] ' +
+  'dike locate [--model <dir|dike-bert-mini|dike-gpt2-mini>] --variant <recipe.yaml|method:key=value,…|none> [--benchmark crows-pairs[,…]] ' +
+  '[--unit layer-module|matrix|head] [--data <dir>] [--limit N] [--out <dir>] [--seed N] [--resamples N] [--alpha A] [--no-leave-one-out] ' +
   '[--predict-only] [--top K] [--calibration text] [--quality-lines N] [--threads N] [--json] [--quiet]';
 
 const f = (x: number | null | undefined, d = 2): string => (x === null || x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(d));
@@ -63,7 +63,7 @@ export const locateCommand = {
     );
     if (values.variant === undefined) throw new UsageError(`--variant is required\nusage: ${usage}`);
     const unit = (values.unit ?? 'layer-module') as UnitKind;
-    if (!UNIT_KINDS.includes(unit)) throw new UsageError(`--unit expects ${UNIT_KINDS.join(' or ')}, got "${values.unit}" (head units are not implemented yet)`);
+    if (!UNIT_KINDS.includes(unit)) throw new UsageError(`--unit expects ${UNIT_KINDS.join(' or ')}, got "${values.unit}" `);
     const model = resolveModel(values.model);
     const dataDir = resolveDataDir(values.data, { embedded: true });
     const seed = values.seed === undefined ? DEFAULT_SEED : Number(values.seed);
@@ -82,7 +82,7 @@ export const locateCommand = {
     const progress = Progress.forCli(values.quiet);
     const results = await runLocate({
       model: model.dir,
-      variant: parseVariant(values.variant, calibration, seed),
+      variant: values.variant === 'none' ? { name: 'none', spec: 'none' } : parseVariant(values.variant, calibration, seed),
       benchmarks: (values.benchmark ?? 'crows-pairs').split(',').map((s) => s.trim()).filter((s) => s !== ''),
       ...(values.scorer !== undefined ? { scorer: values.scorer } : {}),
       dataDir,

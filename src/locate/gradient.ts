@@ -111,3 +111,16 @@ export function firstOrderChange(grads: ReadonlyMap<string, Float64Array>, befor
   }
   return s;
 }
+
+/** Σ g ⊙ (after − before) over the given entries of each parameter (head units). */
+export function firstOrderChangeAt(grads: ReadonlyMap<string, Float64Array>, before: ReadonlyMap<string, { data: Float32Array }>, after: ReadonlyMap<string, { data: Float32Array }>, entries: ReadonlyMap<string, Int32Array>): number {
+  let s = 0;
+  for (const [k, idx] of entries) {
+    const g = grads.get(k);
+    if (g === undefined) throw new Error(`no gradient for ${k}`);
+    const a = after.get(k)!.data;
+    const b = before.get(k)!.data;
+    for (const i of idx) if (a[i] !== b[i]) s += g[i]! * (a[i]! - b[i]!);
+  }
+  return s;
+}

@@ -19,7 +19,8 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
-import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { loadCheckpoint, type Checkpoint, type Param } from '../model/checkpoint.js';
+import type { QuantState } from '../model/quant.js';
 import { ConfigReader } from '../model/config.js';
 import { resolveArchitecture } from '../model/arch/registry.js';
 import { ModelRunner } from '../runtime/session.js';
@@ -33,7 +34,7 @@ import { holm } from '../audit/paired.js';
 import { flips } from '../audit/cie.js';
 import type { DataFileRecord } from '../measure/types.js';
 import { dikeVersion } from '../version.js';
-import { firstOrderChange, objectiveGradient } from './gradient.js';
+import { firstOrderChange, firstOrderChangeAt, objectiveGradient } from './gradient.js';
 import { byMagnitude, spearman } from './stats.js';
 import { leaveOneIn, leaveOneOut, unitsOf, type Unit, type UnitKind } from './units.js';
 import { renderLocateReport } from './report.js';
@@ -83,6 +84,7 @@ export interface LocatedUnit {
   layer: number;
   module: 'attention' | 'ffn';
   matrix?: string;
+  head?: number;
   weights: string[];
   /** Leave-one-in vs dense: Δ of the audit statistic (e.g. % stereotypical choices), its paired bootstrap 95% CI, test, p. */
   delta: number | null;
@@ -151,6 +153,25 @@ function recipeForKey(recipe: Recipe): unknown {
   );
 }
 
+/** A model to evaluate: what identifies it in the store (with the dense weights), and how to build it. */
+interface Job {
+  key: unknown;
+  build(): Promise<{ ckpt: Checkpoint; quantized?: ReadonlyMap<string, QuantState> }>;
+}
+
+/** `base` with the given entries of each weight taken from `from` (head units). */
+function splice(base: Checkpoint, from: ReadonlyMap<string, Param>, entries: ReadonlyMap<string, Int32Array>): Checkpoint {
+  const params = new Map(base.params);
+  for (const [w, idx] of entries) {
+    const p = base.params.get(w)!;
+    const src = from.get(w)!.data;
+    const data = p.data.slice();
+    for (const i of idx) data[i] = src[i]!;
+    params.set(w, { ...p, data, dtype: 'F32' });
+  }
+  return { ...base, params };
+}
+
 interface Evaluated {
   results: Map<string, BenchmarkResult>;
   quality?: number;
@@ -186,22 +207,32 @@ class Jobs {
     return { ckpt: { ...this.dense, ...arch, params: result.params }, result };
   }
 
-  /** Every benchmark (and the quality proxy) on the dense model (recipe undefined) or a compressed one. */
-  async evaluate(name: string, recipe: Recipe | undefined): Promise<Evaluated> {
+  /** A job that compresses the dense model with a recipe (in memory). */
+  recipeJob(recipe: Recipe): Job {
+    return {
+      key: { applied_in_memory_to: this.denseHashes.weightsSha256, recipe: recipeForKey(recipe) },
+      build: async () => {
+        const { ckpt, result } = await this.compress(recipe);
+        return { ckpt, quantized: result.quantized };
+      },
+    };
+  }
+
+  /** Every benchmark (and the quality proxy) on the dense model (job undefined) or a modified one. */
+  async evaluate(name: string, job: Job | undefined): Promise<Evaluated> {
     const rec = this.store.upsertModel({
       ...this.denseHashes,
-      role: recipe === undefined ? 'dense' : 'variant',
+      role: job === undefined ? 'dense' : 'variant',
       name,
       dir: this.dense.dir,
-      recipe: recipe === undefined ? null : { applied_in_memory_to: this.denseHashes.weightsSha256, recipe: recipeForKey(recipe) },
+      recipe: job === undefined ? null : job.key,
     });
-    let compressed: Promise<{ ckpt: Checkpoint; result: CompressionResult }> | undefined;
-    const model = (): Promise<{ ckpt: Checkpoint; result?: CompressionResult }> =>
-      recipe === undefined ? Promise.resolve({ ckpt: this.dense }) : (compressed ??= this.compress(recipe));
+    let built: Promise<{ ckpt: Checkpoint; quantized?: ReadonlyMap<string, QuantState> }> | undefined;
+    const model = (): Promise<{ ckpt: Checkpoint; quantized?: ReadonlyMap<string, QuantState> }> => (job === undefined ? Promise.resolve({ ckpt: this.dense }) : (built ??= job.build()));
     let runner: Promise<ModelRunner> | undefined;
     const getRunner = (): Promise<ModelRunner> =>
-      (runner ??= model().then(({ ckpt, result }) =>
-        ModelRunner.create(ckpt, { ...(this.req.threads !== undefined ? { threads: this.req.threads } : {}), ...(result ? { quantized: result.quantized } : {}) }),
+      (runner ??= model().then(({ ckpt, quantized }) =>
+        ModelRunner.create(ckpt, { ...(this.req.threads !== undefined ? { threads: this.req.threads } : {}), ...(quantized ? { quantized } : {}) }),
       ));
     const getCkpt = async (): Promise<Checkpoint> => (await model()).ckpt;
     const settings = { seed: this.req.seed, resamples: this.req.resamples, limit: this.req.limit, dataDir: this.req.dataDir, ...(this.req.onProgress ? { onProgress: this.req.onProgress } : {}) };
@@ -265,23 +296,55 @@ function writeAtomic(file: string, text: string): void {
 export async function runLocate(req: LocateRequest): Promise<LocateResults> {
   const log = req.log ?? (() => undefined);
   const recipe = req.variant.recipe;
-  if (recipe === undefined) throw new DikeError(req.variant.dir ?? '', '--variant', 'locate needs a recipe or method spec (a compressed directory cannot be narrowed to one unit)');
+  // --variant none with head units: remove each head of the dense model (zero its columns of the output
+  // projection), the FASP view of heads whose removal raises or lowers bias.
+  const removal = recipe === undefined && req.variant.spec === 'none';
+  if (removal && req.unit !== 'head') throw new DikeError('', '--variant', '"none" (head removal on the dense model) needs --unit head');
+  if (recipe === undefined && !removal) throw new DikeError(req.variant.dir ?? '', '--variant', 'locate needs a recipe or method spec (a compressed directory cannot be narrowed to one unit)');
   mkdirSync(req.out, { recursive: true });
   const dense = loadCheckpoint(req.model);
   const plan = planMeasure(dense, { benchmarks: req.benchmarks, dataDir: req.dataDir, ...(req.scorer !== undefined ? { scorer: req.scorer } : {}) });
   const linears = dense.family.linears(dense.config, dense.task);
-  const units = unitsOf(linears, recipe, req.unit);
+  let units = unitsOf(linears, recipe, req.unit, dense.shape);
+  if (removal) {
+    // Removing a head's output: only its columns of the output projection change.
+    const outputs = new Set(linears.filter((l) => l.role === 'o').map((l) => l.weight));
+    units = units.map((u) => ({ ...u, weights: u.weights.filter((w) => outputs.has(w)), entries: new Map([...u.entries!].filter(([w]) => outputs.has(w))) }));
+  }
   if (units.length === 0) throw new DikeError('', '--variant', `${req.variant.spec || req.variant.name} compresses no attention or FFN matrix of this model`);
   const store = openStore(req.storeFile ?? storePath(req.out));
   try {
     const jobs = new Jobs(req, dense, hashModelDir(req.model), plan, store);
     const denseEval = await jobs.evaluate('dense', undefined);
-    const fullEval = req.predictOnly ? undefined : await jobs.evaluate(req.variant.name, recipe);
+    const fullEval = req.predictOnly || removal ? undefined : await jobs.evaluate(req.variant.name, jobs.recipeJob(recipe!));
+    // The weights each unit is compared against: the full variant's, or zeros (head removal).
+    let fullParams: Map<string, Param> | undefined;
+    const target = async (): Promise<Map<string, Param>> => {
+      if (fullParams !== undefined) return fullParams;
+      if (removal) {
+        fullParams = new Map(dense.params);
+        for (const u of units) for (const w of u.weights) fullParams.set(w, { ...dense.params.get(w)!, data: new Float32Array(dense.params.get(w)!.data.length) });
+        return fullParams;
+      }
+      return (fullParams = (await jobs.compress(recipe!)).result.params);
+    };
+    const variantKey = removal ? 'remove-head' : recipeForKey(recipe!);
+    const inJob = (u: Unit): Job =>
+      u.entries !== undefined
+        ? { key: { applied_in_memory_to: jobs.denseHashes.weightsSha256, variant: variantKey, unit: u.label, mode: 'leave-one-in' }, build: async () => ({ ckpt: splice(dense, await target(), u.entries!) }) }
+        : jobs.recipeJob(leaveOneIn(linears, recipe!, u)!);
+    const outJob = (u: Unit): Job | 'dense' => {
+      if (u.entries !== undefined) {
+        return { key: { applied_in_memory_to: jobs.denseHashes.weightsSha256, variant: variantKey, unit: u.label, mode: 'leave-one-out' }, build: async () => ({ ckpt: splice({ ...dense, params: await target() }, dense.params, u.entries!) }) };
+      }
+      const r = leaveOneOut(linears, recipe!, u);
+      return r === undefined ? 'dense' : jobs.recipeJob(r);
+    };
 
     // First-order prediction: one gradient of each benchmark's objective at the dense weights.
     const predicted = new Map<string, { units: number[]; full: number; graph: number; items: number; seconds: number }>();
     if (req.predict !== false) {
-      const full = await jobs.compress(recipe);
+      const after = await target();
       const wrt = [...new Set(units.flatMap((u) => u.weights))];
       for (const { benchmark, scorer } of plan) {
         if (benchmark.objective === undefined) continue;
@@ -294,8 +357,8 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
         });
         const n = items.length;
         predicted.set(benchmark.name, {
-          units: units.map((u) => firstOrderChange(g.grads, dense.params, full.result.params, u.weights) / n),
-          full: firstOrderChange(g.grads, dense.params, full.result.params, wrt) / n,
+          units: units.map((u) => (u.entries !== undefined ? firstOrderChangeAt(g.grads, dense.params, after, u.entries) : firstOrderChange(g.grads, dense.params, after, u.weights)) / n),
+          full: firstOrderChange(g.grads, dense.params, after, wrt) / n,
           graph: g.objective,
           items: n,
           seconds: (performance.now() - t0) / 1000,
@@ -314,10 +377,10 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
       for (const i of order) {
         const u = units[i]!;
         log(`unit ${u.label}`);
-        inEval.set(i, await jobs.evaluate(`in:${u.label}`, leaveOneIn(linears, recipe, u)!));
-        if (req.leaveOneOut !== false) {
-          const r = leaveOneOut(linears, recipe, u);
-          outEval.set(i, r === undefined ? 'dense' : await jobs.evaluate(`out:${u.label}`, r));
+        inEval.set(i, await jobs.evaluate(`in:${u.label}`, inJob(u)));
+        if (req.leaveOneOut !== false && !removal) {
+          const j = outJob(u);
+          outEval.set(i, j === 'dense' ? 'dense' : await jobs.evaluate(`out:${u.label}`, j));
         }
       }
     }
@@ -342,6 +405,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
           layer: u.layer,
           module: u.module,
           ...(u.matrix !== undefined ? { matrix: u.matrix } : {}),
+          ...(u.head !== undefined ? { head: u.head } : {}),
           weights: u.weights,
           delta: c?.overall.delta ?? null,
           ci95: c?.overall.deltaCi95 ?? null,
@@ -383,7 +447,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
       command: 'locate',
       version: dikeVersion(),
       model: { dir: req.model, weightsSha256: jobs.denseHashes.weightsSha256 },
-      variant: { name: req.variant.name, spec: req.variant.spec, recipe: recipeForKey(recipe) },
+      variant: { name: req.variant.name, spec: req.variant.spec, recipe: recipe === undefined ? null : recipeForKey(recipe) },
       unit: req.unit,
       seed: req.seed,
       resamples: req.resamples,

@@ -14,7 +14,8 @@ function heatmap(b: LocatedBenchmark): string {
   const units = b.units.filter((u) => u.delta !== null);
   if (units.length === 0) return '';
   const layers = [...new Set(b.units.map((u) => u.layer))].sort((x, y) => x - y);
-  const cols = [...new Set(b.units.map((u) => (u.matrix !== undefined ? u.unit.replace(/^L\d+\./, '') : u.module)))];
+  const col = (u: LocatedBenchmark['units'][number]): string => (u.head !== undefined ? `head ${u.head}` : u.matrix !== undefined ? u.unit.replace(/^L\d+\./, '') : u.module);
+  const cols = [...new Set(b.units.map(col))];
   const max = Math.max(1e-12, ...units.map((u) => Math.abs(u.delta!)));
   const cw = 92;
   const ch = 26;
@@ -25,7 +26,7 @@ function heatmap(b: LocatedBenchmark): string {
   layers.forEach((l, i) => {
     parts.push(`<text x="${left - 8}" y="${top + i * ch + ch / 2 + 4}" text-anchor="end">layer ${l}</text>`);
     cols.forEach((c, j) => {
-      const u = b.units.find((x) => x.layer === l && (x.matrix !== undefined ? x.unit.replace(/^L\d+\./, '') : x.module) === c);
+      const u = b.units.find((x) => x.layer === l && col(x) === c);
       if (u === undefined) return;
       const x = left + j * cw;
       const y = top + i * ch;

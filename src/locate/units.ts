@@ -9,11 +9,12 @@
  * options, overrides and the recipe's seed and calibration; a step that selects nothing of the unit
  * (leave-one-in) or only the unit (leave-one-out) is dropped.
  */
+import { DikeError } from '../errors.js';
 import type { LinearInfo } from '../model/arch/types.js';
 import { selectTargets, type Recipe, type RecipeStep, type Scope } from '../compress/recipe.js';
 
-export type UnitKind = 'layer-module' | 'matrix';
-export const UNIT_KINDS: readonly UnitKind[] = ['layer-module', 'matrix'];
+export type UnitKind = 'layer-module' | 'matrix' | 'head';
+export const UNIT_KINDS: readonly UnitKind[] = ['layer-module', 'matrix', 'head'];
 
 export interface Unit {
   /** "L1.ffn", "L1.ffn.output.dense" style label; unique within a run. */
@@ -22,8 +23,37 @@ export interface Unit {
   module: 'attention' | 'ffn';
   /** The weight name, for matrix units. */
   matrix?: string;
+  /** The head index, for head units. */
+  head?: number;
   /** The weight matrices the unit covers that the variant compresses. */
   weights: string[];
+  /** Head units: the flat indices (storage order) of each weight's entries that belong to the head. */
+  entries?: Map<string, Int32Array>;
+}
+
+/**
+ * The entries of attention head h in each attention matrix of a block: its output rows of Q, K, V
+ * (GPT-2's fused c_attn: the rows at offsets 0, H, 2H) and its input columns of the output projection.
+ * Grouped-query attention (fewer K/V heads than heads) is refused: a K/V row belongs to several heads.
+ */
+export function headEntries(attention: readonly LinearInfo[], h: number, shape: { numHeads: number; numKvHeads: number; headDim: number; hiddenSize: number }): Map<string, Int32Array> {
+  if (shape.numKvHeads !== shape.numHeads) throw new DikeError('', '--unit head', `head units need as many key/value heads as heads (the model has ${shape.numKvHeads} and ${shape.numHeads})`);
+  const d = shape.headDim;
+  const out = new Map<string, Int32Array>();
+  for (const l of attention) {
+    const at = (o: number, i: number): number => (l.layout === 'out-in' ? o * l.inDim + i : i * l.outDim + o);
+    const idx: number[] = [];
+    if (l.role === 'o') {
+      for (let o = 0; o < l.outDim; o++) for (let i = h * d; i < (h + 1) * d; i++) idx.push(at(o, i));
+    } else if (l.role === 'q' || l.role === 'k' || l.role === 'v' || l.role === 'qkv') {
+      const offsets = l.role === 'qkv' ? [0, shape.hiddenSize, 2 * shape.hiddenSize] : [0];
+      for (const off of offsets) for (let o = off + h * d; o < off + (h + 1) * d; o++) for (let i = 0; i < l.inDim; i++) idx.push(at(o, i));
+    } else {
+      throw new DikeError('', '--unit head', `attention matrix ${l.weight} has role "${l.role}", which head units do not split`);
+    }
+    out.set(l.weight, Int32Array.from(idx).sort());
+  }
+  return out;
 }
 
 /** The weights a recipe's steps select (union), in forward order. */
@@ -33,8 +63,17 @@ export function recipeTargets(linears: readonly LinearInfo[], recipe: Recipe): L
 }
 
 /** The units a recipe compresses, in forward order (layer, then attention before ffn). */
-export function unitsOf(linears: readonly LinearInfo[], recipe: Recipe, kind: UnitKind): Unit[] {
-  const targets = recipeTargets(linears, recipe).filter((t) => t.layer >= 0 && (t.module === 'attention' || t.module === 'ffn'));
+export function unitsOf(linears: readonly LinearInfo[], recipe: Recipe | undefined, kind: UnitKind, shape?: { numHeads: number; numKvHeads: number; headDim: number; hiddenSize: number }): Unit[] {
+  // No recipe (--variant none): every attention matrix, for head removal.
+  const targets = (recipe === undefined ? linears.filter((l) => l.module === 'attention') : recipeTargets(linears, recipe)).filter((t) => t.layer >= 0 && (t.module === 'attention' || t.module === 'ffn'));
+  if (kind === 'head') {
+    if (shape === undefined) throw new Error('head units need the model shape');
+    const layers = [...new Set(targets.filter((t) => t.module === 'attention').map((t) => t.layer))].sort((a, b) => a - b);
+    return layers.flatMap((layer) => {
+      const attention = targets.filter((t) => t.layer === layer && t.module === 'attention');
+      return Array.from({ length: shape.numHeads }, (_, h) => ({ label: `L${layer}.head${h}`, layer, module: 'attention' as const, head: h, weights: attention.map((t) => t.weight), entries: headEntries(attention, h, shape) }));
+    });
+  }
   const short = (w: string, layer: number): string => {
     // "bert.encoder.layer.1.attention.self.query.weight" → "attention.self.query"
     const m = new RegExp(`\\.${layer}\\.(.*?)(\\.weight)?$`).exec(w);
