@@ -167,9 +167,10 @@ test('dike locate: the command line writes locate.json and report.html; bad inpu
 
 test('planted bias: locate ranks the planted unit first, measured and predicted (tiny GPT-2, 2 seeds)', async () => {
   const work = scratchDir('locate-planted');
-  // Seed 1 picks layer 1's FFN; the second planting goes into layer 0's attention.
+  // Seed 1 plants in layer 0's attention, seed 4 in layer 1's FFN.
   const common = { model: modelDir('tiny-gpt2'), dataDir: DATA, work, limit: 150, sparsity: 0.5, fraction: 1, threads: 2 };
-  const trials = [await plantedTrial({ ...common, seed: 1 }), await plantedTrial({ ...common, seed: 3, unit: { layer: 0, module: 'attention' } })];
+  const trials = [await plantedTrial({ ...common, seed: 1 }), await plantedTrial({ ...common, seed: 4 })];
+  assert.deepEqual(trials.map((t) => t.unit), ['L0.attention', 'L1.ffn']);
   assert.notEqual(trials[0]!.unit, trials[1]!.unit);
   for (const t of trials) {
     assert.equal(t.rankMeasured, 1, `measured: ${JSON.stringify(t)}`);

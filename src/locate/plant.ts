@@ -98,7 +98,7 @@ export interface PlantedTrial {
   seconds: number;
 }
 
-/** One seeded planting: the seed chooses the unit; plant into the items nearest to turning stereotypical; locate. */
+/** One seeded planting: the seed picks the unit and the items (near turning stereotypical) to push; plant; locate. */
 export async function plantedTrial(args: {
   model: string;
   seed: number;
@@ -115,8 +115,10 @@ export async function plantedTrial(args: {
   const dense = loadCheckpoint(args.model);
   const rng = new Rng(args.seed);
   const linears = dense.family.linears(dense.config, dense.task).filter((l) => l.layer >= 0 && (l.module === 'attention' || l.module === 'ffn'));
-  const layer = args.unit?.layer ?? Math.floor(rng.next() * dense.shape.numLayers);
-  const module = args.unit?.module ?? (rng.next() < 0.5 ? 'attention' : 'ffn');
+  // Seeds walk the layer × module units in order (seed 1: layer 0 attention, seed 2: layer 0 FFN, …).
+  const k = (args.seed - 1) % (2 * dense.shape.numLayers);
+  const layer = args.unit?.layer ?? Math.floor(k / 2);
+  const module = args.unit?.module ?? (k % 2 === 0 ? 'attention' : 'ffn');
   const targets = linears.filter((l) => l.layer === layer && l.module === module).map((l) => l.weight);
   const crows = findBenchmark('crows-pairs')!;
   const scorer = crows.defaultScorer(dense.task)!;
@@ -124,9 +126,9 @@ export async function plantedTrial(args: {
   // The association: push a random half of the items the dense model does not call stereotypical.
   const runner = await ModelRunner.create(dense, args.threads !== undefined ? { threads: args.threads } : {});
   const denseRun = await crows.run({ ckpt: dense, runner, dataDir: args.dataDir }, { scorer, seed: 0, resamples: 1000, limit: args.limit }).finally(() => runner.dispose());
-  // The items nearest to flipping: the half of the non-stereotypical ones with the smallest |score|.
+  // Items near flipping: a seeded half of the two thirds of non-stereotypical items with the smallest |score|.
   const unbiased = denseRun.items.filter((i) => i.outcome === 0).sort((a, b) => Math.abs(a.score) - Math.abs(b.score) || a.id.localeCompare(b.id));
-  const chosen = new Set(unbiased.slice(0, Math.ceil(unbiased.length / 2)).map((i) => i.id));
+  const chosen = new Set(unbiased.slice(0, Math.ceil((2 * unbiased.length) / 3)).filter(() => rng.next() < 0.5).map((i) => i.id));
   const subset = items.filter((i) => chosen.has(i.id));
   const { ckpt: planted, planting } = await plantBias(dense, subset, targets, { sparsity: args.sparsity, fraction: args.fraction, ...(args.threads !== undefined ? { threads: args.threads } : {}) });
   const dir = path.join(args.work, `planted-${path.basename(args.model)}-${args.seed}`);
