@@ -16,7 +16,7 @@ import { objectiveGradient, firstOrderChange } from '../src/locate/gradient.js';
 import { averageRanks, byMagnitude, spearman } from '../src/locate/stats.js';
 import { headEntries, leaveOneIn, leaveOneOut, unitsOf } from '../src/locate/units.js';
 import { runLocate, type LocateResults } from '../src/locate/locate.js';
-import { plantedTrial } from '../src/locate/plant.js';
+import { pessimisticRank, plantedTrial } from '../src/locate/plant.js';
 import { assertOneLineError, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
 
 const TINY = modelDir('tiny-bert-mlm');
@@ -239,4 +239,10 @@ test('--variant none --unit head: removing a head equals zeroing its output-proj
   assert.equal(u.score_delta, scoreDelta);
   assert.equal(r.benchmarks[0]!.full, null);
   assert.ok(units.every((x) => typeof x.predicted === 'number' && x.leave_one_out_delta === null));
+});
+
+test('planted rank: ties never count as first', () => {
+  assert.equal(pessimisticRank([-3, 1, 2], 0), 1);
+  assert.equal(pessimisticRank([2, -2, 1], 0), 2);
+  assert.equal(pessimisticRank([NaN, 1], 0), 2);
 });

@@ -87,7 +87,7 @@ export interface PlantedTrial {
   unit: string;
   weights: string[];
   changed: number;
-  /** Rank (1 = first) of the planted unit by |measured Δ| and by |predicted Δ| among the units. */
+  /** Rank (1 = first; ties count against) of the planted unit by |measured Δ| and by |predicted Δ| among the units. */
   rankMeasured: number;
   rankPredicted: number;
   plantedDelta: number;
@@ -96,6 +96,13 @@ export interface PlantedTrial {
   nextPredicted: number;
   spearman: number | null;
   seconds: number;
+}
+
+/** 1 + the number of other units whose |value| is at least the unit's (a tie never counts as first). */
+export function pessimisticRank(values: readonly number[], idx: number): number {
+  const mine = Math.abs(values[idx]!);
+  if (!Number.isFinite(mine)) return values.length;
+  return 1 + values.filter((v, i) => i !== idx && Number.isFinite(v) && Math.abs(v) >= mine).length;
 }
 
 /** One seeded planting: the seed picks the unit and the items (near turning stereotypical) to push; plant; locate. */
@@ -160,8 +167,8 @@ export async function plantedTrial(args: {
     unit: label,
     weights: targets,
     changed: planting.reduce((s, p) => s + p.changed, 0),
-    rankMeasured: measured.indexOf(idx) + 1,
-    rankPredicted: predicted.indexOf(idx) + 1,
+    rankMeasured: pessimisticRank(b.units.map((u) => u.delta ?? NaN), idx),
+    rankPredicted: pessimisticRank(b.units.map((u) => u.predicted ?? NaN), idx),
     plantedDelta: b.units[idx]!.delta!,
     nextDelta: b.units[other(measured)]!.delta!,
     plantedPredicted: b.units[idx]!.predicted!,
