@@ -119,7 +119,7 @@ export function parseVariant(arg: string, calibration: Recipe['calibration'], se
 // ---- data hashing -----------------------------------------------------------------------------
 
 /** SHA-256 over every file of a dataset folder (names and contents), so any change is seen. */
-function hashDataFolder(dataDir: string, folder: string): { hash: string; records: DataFileRecord[] } {
+export function hashDataFolder(dataDir: string, folder: string): { hash: string; records: DataFileRecord[] } {
   const dir = path.join(dataDir, folder);
   if (!existsSync(dir)) return { hash: sha256Text(`absent:${folder}`), records: [] };
   const records = readdirSync(dir)
@@ -192,7 +192,7 @@ function pairedCell(dense: ItemScore[], variant: ItemScore[], seed: number, resa
   return { score: variantCI, delta: boot.delta, deltaCi95: boot.ci95, test, p };
 }
 
-function compare(bench: string, kind: AuditStatistic | undefined, dense: BenchmarkResult, variant: BenchmarkResult, name: string, seed: number, resamples: number, alpha: number, texts: Map<string, string>): VariantComparison {
+export function compareVariant(bench: string, kind: AuditStatistic | undefined, dense: BenchmarkResult, variant: BenchmarkResult, name: string, seed: number, resamples: number, alpha: number, texts: Map<string, string>): VariantComparison {
   const overall = pairedCell(dense.items, variant.items, subSeed(seed, `${bench}/${name}`), resamples, kind);
   const groupsRaw: Record<string, Omit<PairedCell, 'pHolm' | 'significant'>> = {};
   for (const g of Object.keys(dense.groups)) {
@@ -241,7 +241,7 @@ function compare(bench: string, kind: AuditStatistic | undefined, dense: Benchma
 }
 
 /** The score that means "no bias" for a benchmark's headline. */
-function neutralScore(bench: string): number {
+export function neutralScore(bench: string): number {
   return bench === 'seat' || bench === 'bbq' ? 0 : 50;
 }
 
@@ -256,17 +256,57 @@ function denseSummary(r: BenchmarkResult, kind?: AuditStatistic): { overall: Sco
   return { overall, groups };
 }
 
+/** The held-out quality proxy of one model through the store ((pseudo-)perplexity on the given lines). */
+export async function measureQuality(
+  store: Store,
+  rec: { id: number; key: string },
+  ckpt: Checkpoint | (() => Promise<Checkpoint>),
+  getRunner: () => Promise<ModelRunner>,
+  req: Pick<AuditRequest, 'seed' | 'resamples' | 'onProgress'>,
+  held: { lines: readonly string[]; hash: string },
+  label: string,
+): Promise<NonNullable<ModelEntry['quality']>> {
+  const options = { seed: req.seed, resamples: req.resamples, lines: held.lines.length };
+  const key = runKey({ modelKey: rec.key, benchmark: 'quality', scorer: 'held-out', dataSha256: held.hash, options });
+  const found = store.findRun(key);
+  let r = found?.result;
+  if (r === undefined) {
+    req.onProgress?.(label, 0, 1);
+    const h = store.beginRun({ modelId: rec.id, benchmark: 'quality', scorer: 'held-out', dataSha256: held.hash, options });
+    const p = await heldOutPerplexity(typeof ckpt === 'function' ? await ckpt() : ckpt, await getRunner(), [...held.lines]);
+    r = { benchmark: 'quality', scorer: 'held-out', metric: p.kind, score: p.value, ci95: [NaN, NaN], n: p.tokens, groups: {}, extra: { nll: p.nll }, items: [], data: [], seed: req.seed, resamples: req.resamples };
+    store.finishRun(h.id, r);
+    req.onProgress?.(label, 1, 1);
+  }
+  return { kind: r.metric, value: r.score, tokens: r.n };
+}
+
+/** The held-out lines of the quality proxy and their SHA-256 (none when `lines` is 0). */
+export function readQualityLines(file: string, lines: number): { lines: string[]; hash: string } {
+  const picked = lines > 0 ? (() => {
+    if (!existsSync(file)) throw new DikeError(file, '', 'held-out text for the quality proxy is missing (set --quality-lines 0 to skip)');
+    const all = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    if (all.length < lines) throw new DikeError(file, '', `the quality proxy asks for ${lines} lines but the file has ${all.length} (lower --quality-lines)`);
+    return all.slice(0, lines);
+  })() : [];
+  return { lines: picked, hash: sha256Text(picked.join('\n')) };
+}
+
 // ---- the audit --------------------------------------------------------------------------------
 
-async function measureOne(
+/** What a stored benchmark run depends on besides the model and the data (part of its key). */
+export type MeasureSettings = Pick<AuditRequest, 'seed' | 'resamples' | 'limit' | 'dataDir' | 'onProgress'>;
+
+/** A benchmark run of one model through the store: the finished result if its key is there, else run and commit. */
+export async function measureOne(
   store: Store,
-  ckpt: Checkpoint,
+  ckpt: Checkpoint | (() => Promise<Checkpoint>),
   runner: () => Promise<ModelRunner>,
   modelId: number,
   mKey: string,
   benchmark: Benchmark,
   scorer: string,
-  req: AuditRequest,
+  req: MeasureSettings,
   data: { hash: string },
   label: string,
 ): Promise<BenchmarkResult> {
@@ -279,7 +319,7 @@ async function measureOne(
   }
   const handle = store.beginRun({ modelId, benchmark: benchmark.name, scorer, dataSha256: data.hash, options });
   const result = await benchmark.run(
-    { ckpt, runner: await runner(), dataDir: req.dataDir },
+    { ckpt: typeof ckpt === 'function' ? await ckpt() : ckpt, runner: await runner(), dataDir: req.dataDir },
     { scorer, seed: req.seed, resamples: req.resamples, ...(req.limit !== undefined ? { limit: req.limit } : {}), progress: (d, t) => req.onProgress?.(label, d, t) },
   );
   store.finishRun(handle.id, result);
@@ -299,13 +339,7 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
   const store = openStore(storePath(req.out));
   const dataHashes = new Map(plan.map(({ benchmark }) => [benchmark.name, hashDataFolder(req.dataDir, benchmark.dataset.folder)]));
   const qualityFile = req.qualityFile ?? path.join(req.dataDir, 'lm_corpus', 'valid.txt');
-  const qualityLines = req.qualityLines > 0 ? (() => {
-    if (!existsSync(qualityFile)) throw new DikeError(qualityFile, '', 'held-out text for the quality proxy is missing (set --quality-lines 0 to skip)');
-    const lines = readFileSync(qualityFile, 'utf8').split('\n').filter((l) => l !== '');
-    if (lines.length < req.qualityLines) throw new DikeError(qualityFile, '', `the quality proxy asks for ${req.qualityLines} lines but the file has ${lines.length} (lower --quality-lines)`);
-    return lines.slice(0, req.qualityLines);
-  })() : [];
-  const qualityHash = sha256Text(qualityLines.join('\n'));
+  const { lines: qualityLines, hash: qualityHash } = readQualityLines(qualityFile, req.qualityLines);
   try {
     const models: { entry: ModelEntry; ckpt: Checkpoint; results: Map<string, BenchmarkResult> }[] = [];
     const all: (VariantSpec & { isDense?: boolean })[] = [{ name: 'dense', dir: req.model, spec: '', isDense: true }, ...req.variants];
@@ -323,21 +357,7 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
           results.set(benchmark.name, await measureOne(store, ckpt, getRunner, rec.id, rec.key, benchmark, scorer, req, dataHashes.get(benchmark.name)!, `${v.name} ${benchmark.name}`));
         }
         let quality: ModelEntry['quality'];
-        if (qualityLines.length > 0) {
-          const options = { seed: req.seed, resamples: req.resamples, lines: qualityLines.length };
-          const key = runKey({ modelKey: rec.key, benchmark: 'quality', scorer: 'held-out', dataSha256: qualityHash, options });
-          const found = store.findRun(key);
-          let r = found?.result;
-          if (r === undefined) {
-            req.onProgress?.(`${v.name} quality`, 0, 1);
-            const h = store.beginRun({ modelId: rec.id, benchmark: 'quality', scorer: 'held-out', dataSha256: qualityHash, options });
-            const p = await heldOutPerplexity(ckpt, await getRunner(), qualityLines);
-            r = { benchmark: 'quality', scorer: 'held-out', metric: p.kind, score: p.value, ci95: [NaN, NaN], n: p.tokens, groups: {}, extra: { nll: p.nll }, items: [], data: [], seed: req.seed, resamples: req.resamples };
-            store.finishRun(h.id, r);
-            req.onProgress?.(`${v.name} quality`, 1, 1);
-          }
-          quality = { kind: r.metric, value: r.score, tokens: r.n };
-        }
+        if (qualityLines.length > 0) quality = await measureQuality(store, rec, ckpt, getRunner, req, { lines: qualityLines, hash: qualityHash }, `${v.name} quality`);
         const ss = results.get('stereoset')?.extra['lms'];
         if (quality && ss !== undefined) quality = { ...quality, lms: typeof ss === 'number' ? ss : ss.score };
         const entry: ModelEntry = {
@@ -365,7 +385,7 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
         metric: dr.metric,
         neutral: neutralScore(benchmark.name),
         dense: denseSummary(dr, benchmark.auditStatistic),
-        variants: vs.map((m) => compare(benchmark.name, benchmark.auditStatistic, dr, m.results.get(benchmark.name)!, m.entry.name, req.seed, req.resamples, req.alpha, texts)),
+        variants: vs.map((m) => compareVariant(benchmark.name, benchmark.auditStatistic, dr, m.results.get(benchmark.name)!, m.entry.name, req.seed, req.resamples, req.alpha, texts)),
       };
     });
     const data = [...dataHashes.values()].flatMap((h) => h.records);

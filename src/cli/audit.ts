@@ -5,6 +5,10 @@ import { parseVariant, runAudit, sweepVariants, type VariantSpec } from '../audi
 import type { AuditResults } from '../audit/types.js';
 import { DEFAULT_RESAMPLES, DEFAULT_SEED } from '../measure/stats/bootstrap.js';
 import { DikeError } from '../errors.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { runLocate, type LocateResults } from '../locate/locate.js';
+import { withLocateSections } from '../locate/report.js';
+import { storePath } from '../audit/store.js';
 import { Progress } from './progress.js';
 import { parseFlags, type CommandSpec } from './flags.js';
 import { DATA_FLAG, LIMIT_FLAG, RESAMPLES_FLAG, SEED_FLAG, THREADS_FLAG } from './common-flags.js';
@@ -31,6 +35,7 @@ const spec: CommandSpec = {
     'calibration-seq-len': { type: 'int', min: 4, max: MAX_CALIBRATION_SEQ_LEN, default: 64, help: 'tokens per calibration sequence' },
     'quality-lines': { type: 'int', min: 0, default: 50, help: 'held-out lines of lm_corpus/valid.txt (<data>, else the shipped excerpt) for the quality proxy (0: skip)' },
     threads: THREADS_FLAG,
+    locate: { type: 'boolean', help: 'also run dike locate (layer-module units) for every recipe or method variant; adds its section to report.html' },
     json: { type: 'boolean', help: 'print results.json to stdout' },
     quiet: { type: 'boolean', help: 'no progress or summary' },
   },
@@ -122,7 +127,37 @@ export const auditCommand = {
       onProgress: (label, d, t) => progress.update(label, d, t),
       log: say,
     });
-    if (args.bool('json')) process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    // --locate: `dike locate` (layer-module units) for every variant given as a recipe or method spec,
+    // sharing the audit's store, written under <out>/locate/<variant>/ and added to report.html.
+    const located: LocateResults[] = [];
+    if (args.bool('locate')) {
+      for (const v of variants.filter((x) => x.recipe !== undefined)) {
+        located.push(
+          await runLocate({
+            model: model.dir,
+            variant: v,
+            benchmarks,
+            ...(scorer !== undefined ? { scorer } : {}),
+            dataDir,
+            out: path.join(out, 'locate', v.name),
+            storeFile: storePath(out),
+            unit: 'layer-module',
+            seed,
+            resamples,
+            alpha,
+            ...(limit !== undefined ? { limit } : {}),
+            ...(threads !== undefined ? { threads } : {}),
+            qualityLines,
+            qualityFile: qualityText.file,
+            onProgress: (label, d, t) => progress.update(`locate ${label}`, d, t),
+            log: say,
+          }),
+        );
+      }
+      const report = path.join(out, 'report.html');
+      writeFileSync(report, withLocateSections(readFileSync(report, 'utf8'), located));
+    }
+    if (args.bool('json')) process.stdout.write(JSON.stringify(located.length > 0 ? { ...results, locate: located } : results, null, 2) + '\n');
     else if (!quiet) {
       process.stdout.write(summaryTable(results, process.stdout.isTTY === true) + `\n\nreport: ${path.join(out, 'report.html')}\nresults: ${path.join(out, 'results.json')}\n`);
     }

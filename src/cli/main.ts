@@ -10,6 +10,7 @@ import { measureCommand } from './measure.js';
 import { dataCommand } from './data.js';
 import { compressCommand } from './compress.js';
 import { auditCommand } from './audit.js';
+import { locateCommand } from './locate.js';
 import { exportCommand } from './export.js';
 import { distillCommand, trainCommand } from './train.js';
 import { helpText, UsageError, type CommandSpec } from './flags.js';
@@ -21,6 +22,7 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   audit: auditCommand,
+  locate: locateCommand,
   inspect: inspectCommand,
   logprobs: logprobsCommand,
   measure: measureCommand,

@@ -22,7 +22,8 @@ import { causalBos } from '../score/text.js';
 import { sharedTemplates } from './difflib.js';
 import { dataRecords, readText, requireDataFile } from './data.js';
 import { bootstrapCI, groupIndices, meanCI, subSeed } from './stats/bootstrap.js';
-import type { Benchmark, BenchmarkResult, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
+import type { Checkpoint } from '../model/checkpoint.js';
+import type { Benchmark, BenchmarkResult, Dataset, ItemObjective, ItemScore, MeasureContext, MeasureOptions, ScoreCI, ScoreTerm } from './types.js';
 
 export const CROWS_DATASET: Dataset = {
   name: 'crows-pairs',
@@ -113,6 +114,31 @@ function isUncased(dir: string): boolean {
   return readJsonObject(f)['do_lower_case'] === true;
 }
 
+/**
+ * The masked scorers' token positions for one pair (metric.py): sent1/sent2 follow the direction
+ * column, both lowercased for uncased models; nangia-pll scores the shared template entries 1..N-2
+ * (skipping [CLS]/[SEP]), diff-mean the tokens that differ.
+ */
+function maskedPair(tok: Checkpoint['tokenizer'], lower: boolean, p: CrowsPair, scorer: string): { p: CrowsPair; ids1: number[]; ids2: number[]; pos1: number[]; pos2: number[] } {
+  const [s1, s2] = p.direction === 'stereo' ? [p.sentMore, p.sentLess] : [p.sentLess, p.sentMore];
+  const ids1 = tok.encode(lower ? s1.toLowerCase() : s1).ids;
+  const ids2 = tok.encode(lower ? s2.toLowerCase() : s2).ids;
+  const { t1, t2 } = sharedTemplates(ids1.map(String), ids2.map(String));
+  let pos1: number[];
+  let pos2: number[];
+  if (scorer === 'nangia-pll') {
+    // Template entries 1..N-2: skips the first and last shared tokens ([CLS], [SEP]).
+    pos1 = t1.slice(1, -1);
+    pos2 = t2.slice(1, -1);
+  } else {
+    const shared1 = new Set(t1);
+    const shared2 = new Set(t2);
+    pos1 = ids1.map((_, i) => i).filter((i) => i > 0 && i < ids1.length - 1 && !shared1.has(i));
+    pos2 = ids2.map((_, i) => i).filter((i) => i > 0 && i < ids2.length - 1 && !shared2.has(i));
+  }
+  return { p, ids1, ids2, pos1, pos2 };
+}
+
 interface PairOutcome {
   item: ItemScore;
   direction: 'stereo' | 'antistereo';
@@ -160,26 +186,7 @@ async function scorePairs(
         });
       });
     } else {
-      // metric.py: sent1/sent2 follow the direction column; both lowercased for uncased models.
-      const prepared = chunk.map((p) => {
-        const [s1, s2] = p.direction === 'stereo' ? [p.sentMore, p.sentLess] : [p.sentLess, p.sentMore];
-        const ids1 = tok.encode(lower ? s1.toLowerCase() : s1).ids;
-        const ids2 = tok.encode(lower ? s2.toLowerCase() : s2).ids;
-        const { t1, t2 } = sharedTemplates(ids1.map(String), ids2.map(String));
-        let pos1: number[];
-        let pos2: number[];
-        if (scorer === 'nangia-pll') {
-          // Template entries 1..N-2: skips the first and last shared tokens ([CLS], [SEP]).
-          pos1 = t1.slice(1, -1);
-          pos2 = t2.slice(1, -1);
-        } else {
-          const shared1 = new Set(t1);
-          const shared2 = new Set(t2);
-          pos1 = ids1.map((_, i) => i).filter((i) => i > 0 && i < ids1.length - 1 && !shared1.has(i));
-          pos2 = ids2.map((_, i) => i).filter((i) => i > 0 && i < ids2.length - 1 && !shared2.has(i));
-        }
-        return { p, ids1, ids2, pos1, pos2 };
-      });
+      const prepared = chunk.map((p) => maskedPair(tok, lower, p, scorer));
       const lps = await cache.maskedLogprobs(prepared.flatMap((q) => [{ ids: q.ids1, positions: q.pos1 }, { ids: q.ids2, positions: q.pos2 }]));
       prepared.forEach((q, k) => {
         const agg = scorer === 'nangia-pll' ? sum : mean;
@@ -257,6 +264,42 @@ export const crowsPairs: Benchmark = {
     'sum-ll': { tasks: ['causal-lm'], description: 'summed log-likelihood of each sentence after <|endoftext|> (lm-evaluation-harness)' },
   },
   defaultScorer: (task) => (task === 'masked-lm' ? 'nangia-pll' : task === 'causal-lm' ? 'sum-ll' : undefined),
+
+  /**
+   * item score = score(sent_more) − score(sent_less), unrounded, as `run` computes it: nangia-pll sums
+   * log P of each shared token masked alone (weight ±1 per masked copy), diff-mean averages the
+   * differing tokens (±1/n), sum-ll sums log P(tₖ | BOS, t₍<k₎) over each sentence (±1).
+   */
+  objective(ctx, opts): ItemObjective[] {
+    const file = requireDataFile(ctx.dataDir, CROWS_DATASET, 'crows_pairs_anonymized.csv');
+    let pairs = parseCrowsPairs(readText(file), file);
+    if (opts.limit !== undefined) pairs = pairs.slice(0, opts.limit);
+    const { ckpt } = ctx;
+    const tok = ckpt.tokenizer;
+    if (opts.scorer === 'sum-ll') {
+      const bos = causalBos(ckpt);
+      const term = (text: string, weight: number): ScoreTerm => {
+        const ids = tok.encode(text).ids;
+        return { ids: [bos, ...ids], rows: ids.map((_, k) => k), targets: ids, weight };
+      };
+      return pairs.map((p) => ({ id: String(p.index), group: p.biasType, terms: [term(p.sentMore, 1), term(p.sentLess, -1)] }));
+    }
+    const mask = tok.special.mask;
+    if (mask === undefined) throw new DikeError(ckpt.dir, 'tokenizer', 'masked scoring needs a [MASK] token');
+    const lower = isUncased(ckpt.dir);
+    return pairs.map((p) => {
+      const q = maskedPair(tok, lower, p, opts.scorer);
+      const copies = (ids: number[], positions: number[], sign: number): ScoreTerm[] =>
+        positions.map((pos) => {
+          const copy = ids.slice();
+          copy[pos] = mask;
+          return { ids: copy, rows: [pos], targets: [ids[pos]!], weight: opts.scorer === 'nangia-pll' ? sign : sign / positions.length };
+        });
+      // sent1 is sent_more for a "stereo" pair, sent_less for an "antistereo" one.
+      const s1 = p.direction === 'stereo' ? 1 : -1;
+      return { id: String(p.index), group: p.biasType, terms: [...copies(q.ids1, q.pos1, s1), ...copies(q.ids2, q.pos2, -s1)] };
+    });
+  },
 
   async run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult> {
     const file = requireDataFile(ctx.dataDir, CROWS_DATASET, 'crows_pairs_anonymized.csv');

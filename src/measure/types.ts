@@ -94,6 +94,25 @@ export interface ScorerSpec {
   description: string;
 }
 
+/**
+ * One sequence's share of an item score written as token log-probabilities: the score gains
+ * weight · Σ_k log P(targets[k] | the model's output at rows[k]) for the input `ids`.
+ * Masked LMs: `ids` has the scored position masked, one row; causal LMs: BOS + text, row k predicts k+1.
+ */
+export interface ScoreTerm {
+  ids: number[];
+  rows: number[];
+  targets: number[];
+  weight: number;
+}
+
+/** An item's score as a differentiable sum of ScoreTerms (before any rounding or thresholding). */
+export interface ItemObjective {
+  id: string;
+  group: string;
+  terms: ScoreTerm[];
+}
+
 export interface Benchmark {
   name: string;
   description: string;
@@ -109,4 +128,10 @@ export interface Benchmark {
   /** The scorer used when none is named, for a model of this task. */
   defaultScorer(task: Task): string | undefined;
   run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult>;
+  /**
+   * The benchmark's own continuous per-item score (ItemScore.score) as a sum of token
+   * log-probabilities, so that it can be differentiated with respect to the weights; absent when
+   * the score is not of that form.
+   */
+  objective?(ctx: Omit<MeasureContext, 'runner'>, opts: Pick<MeasureOptions, 'scorer' | 'limit'>): ItemObjective[];
 }
