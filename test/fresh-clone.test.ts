@@ -82,6 +82,17 @@ describe('a fresh clone with no ../shared beside it', () => {
     assert.ok(results.data.some((d) => /lm_corpus\/valid\.txt \(first 5 lines\)/.test(d.file)), 'the held-out text is recorded with its checksum');
   });
 
+  it('dike locate attributes a variant to layer × module units offline', () => {
+    const r = dikeFresh('locate', '--variant', 'magnitude:sparsity=0.5', '--limit', '20', '--quality-lines', '0', '--no-leave-one-out', '--out', 'loc', '--quiet');
+    assert.equal(r.code, 0, r.stderr);
+    const loc = JSON.parse(readFileSync(path.join(work, 'loc', 'locate.json'), 'utf8')) as { benchmarks: { benchmark: string; units: { unit: string; delta?: number; predicted?: number }[] }[] };
+    assert.equal(loc.benchmarks[0]!.benchmark, 'crows-pairs');
+    // dike-bert-mini: 4 layers × {attention, ffn}, each measured and predicted.
+    assert.equal(loc.benchmarks[0]!.units.length, 8);
+    assert.ok(loc.benchmarks[0]!.units.every((u) => Number.isFinite(u.delta) && Number.isFinite(u.predicted)));
+    assert.ok(existsSync(path.join(work, 'loc', 'report.html')));
+  });
+
   it('a calibration text that is not there is one line naming --calibration', () => {
     const r = dikeFresh('compress', 'dike-bert-mini', '--method', 'gptq', '--bits', '4', '--calibration', 'nowhere.txt', '--out', 'x');
     assertOneLineError(r, 'nowhere.txt', '--calibration');
