@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { corpusFile, embeddedDataDir, resolveModel } from '../embedded.js';
 import { resolveDataDir } from '../measure/data.js';
-import { parseVariant, runAudit, sweepVariants, type VariantSpec } from '../audit/audit.js';
+import { parseVariant, runAudit, sweepVariants, type AuditRequest, type VariantSpec } from '../audit/audit.js';
 import type { AuditResults } from '../audit/types.js';
 import { DEFAULT_RESAMPLES, DEFAULT_SEED } from '../measure/stats/bootstrap.js';
 import { DikeError } from '../errors.js';
@@ -110,9 +110,8 @@ export const auditCommand = {
     if (calibrationFile === undefined && trainText.fallback) say(`calibration text: ${dataDir} has no lm_corpus/train.txt; using the embedded excerpt`);
     if (qualityLines > 0 && qualityText.fallback) say(`quality proxy: ${dataDir} has no lm_corpus/valid.txt; using the embedded excerpt`);
     const progress = Progress.forCli(quiet);
-    const results = await runAudit({
+    const request: Omit<AuditRequest, 'variants'> = {
       model: model.dir,
-      variants,
       benchmarks,
       ...(scorer !== undefined ? { scorer } : {}),
       dataDir,
@@ -126,7 +125,8 @@ export const auditCommand = {
       qualityFile: qualityText.file,
       onProgress: (label, d, t) => progress.update(label, d, t),
       log: say,
-    });
+    };
+    const results = await runAudit({ ...request, variants });
     // --locate: `dike locate` (layer-module units) for every variant given as a recipe or method spec,
     // sharing the audit's store, written under <out>/locate/<variant>/ and added to report.html.
     const located: LocateResults[] = [];
@@ -134,23 +134,12 @@ export const auditCommand = {
       for (const v of variants.filter((x) => x.recipe !== undefined)) {
         located.push(
           await runLocate({
-            model: model.dir,
+            ...request,
             variant: v,
-            benchmarks,
-            ...(scorer !== undefined ? { scorer } : {}),
-            dataDir,
             out: path.join(out, 'locate', v.name),
             storeFile: storePath(out),
             unit: 'layer-module',
-            seed,
-            resamples,
-            alpha,
-            ...(limit !== undefined ? { limit } : {}),
-            ...(threads !== undefined ? { threads } : {}),
-            qualityLines,
-            qualityFile: qualityText.file,
             onProgress: (label, d, t) => progress.update(`locate ${label}`, d, t),
-            log: say,
           }),
         );
       }

@@ -28,7 +28,7 @@ import { applyRecipe, type CompressionResult, type Recipe } from '../compress/re
 import { planMeasure } from '../measure/run.js';
 import type { Benchmark, BenchmarkResult, ItemScore } from '../measure/types.js';
 import { sha256File } from '../util/hash.js';
-import { compareVariant, hashDataFolder, measureOne, measureQuality, neutralScore, readQualityLines, type VariantSpec } from '../audit/audit.js';
+import { compareVariant, hashDataFolder, measureOne, measureQuality, neutralScore, readQualityLines, type AuditRequest, type VariantSpec } from '../audit/audit.js';
 import { hashModelDir, openStore, storePath, type ModelHashes, type Store } from '../audit/store.js';
 import { holm } from '../audit/paired.js';
 import { flips } from '../audit/cie.js';
@@ -39,22 +39,11 @@ import { byMagnitude, spearman } from './stats.js';
 import { leaveOneIn, leaveOneOut, unitsOf, type Unit, type UnitKind } from './units.js';
 import { renderLocateReport } from './report.js';
 
-export interface LocateRequest {
-  model: string;
+/** What an audit and a locate run share (model, benchmarks, data, statistics, quality proxy, progress). */
+export type LocateRequest = Omit<AuditRequest, 'variants'> & {
   /** The variant to locate (a recipe; a ready directory cannot be narrowed to a unit). */
   variant: VariantSpec;
-  benchmarks: string[];
-  scorer?: string;
-  dataDir: string;
-  out: string;
   unit: UnitKind;
-  seed: number;
-  resamples: number;
-  alpha: number;
-  limit?: number;
-  threads?: number;
-  qualityLines: number;
-  qualityFile?: string;
   /** Measure leave-one-out too (one more compression and run per unit). Default true. */
   leaveOneOut?: boolean;
   /** First-order prediction (benchmarks with a differentiable score). Default true. */
@@ -65,9 +54,7 @@ export interface LocateRequest {
   top?: number;
   /** The experiment store file (default <out>/dike.sqlite); `dike audit --locate` shares the audit's. */
   storeFile?: string;
-  onProgress?: (label: string, done: number, total: number) => void;
-  log?: (line: string) => void;
-}
+};
 
 export interface CieOverlap {
   /** Items the full variant flips vs dense, the unit's leave-one-in run flips, and both. */
