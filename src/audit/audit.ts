@@ -10,7 +10,7 @@
  * Every step is keyed by content hashes (weights, recipe, data, options, tool version), so rerunning
  * after a crash or kill -9 recomputes nothing that finished, and a changed input is recomputed.
  */
-import { sha256File, sha256Text } from '../util/hash.js';
+import { sha256File, sha256FileStreamed, sha256Text } from '../util/hash.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
@@ -131,12 +131,29 @@ export function hashDataFolder(dataDir: string, folder: string): { hash: string;
 
 // ---- compressing variants ---------------------------------------------------------------------
 
-/** Compress a variant into <out>/variants/<name> unless a finished copy with the same recipe is there. */
+/**
+ * The content of the files a recipe reads besides the model (calibration text or token ids, sentence
+ * pairs), so that an edited calibration file or pair set recompresses the variant instead of reusing it.
+ */
+function recipeInputs(recipe: Recipe, dataDir: string): Record<string, string> {
+  const inputs: Record<string, string> = {};
+  const file = (f: string): string => (existsSync(f) ? sha256FileStreamed(f) : 'absent');
+  if (recipe.calibration !== undefined) inputs['calibration'] = file(recipe.calibration.file);
+  if (recipe.calibrationTokens !== undefined) inputs['calibration_tokens'] = file(recipe.calibrationTokens.file);
+  recipe.steps.forEach((st, i) => {
+    const pairs = st.options['pairs'];
+    if (typeof pairs !== 'string') return;
+    inputs[`step ${i + 1} pairs`] = pairs === 'stereoset' || pairs === 'crows-pairs' ? hashDataFolder(dataDir, pairs).hash : file(path.resolve(pairs));
+  });
+  return inputs;
+}
+
+/** Compress a variant into <out>/variants/<name> unless a finished copy with the same recipe and inputs is there. */
 async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threads: number | undefined, dataDir: string, log: (l: string) => void): Promise<string> {
   if (v.dir !== undefined) return v.dir;
   const recipe = v.recipe!;
   const dir = path.join(out, 'variants', v.name);
-  const want = sha256Text(canonicalJson({ dense: hashModelDir(dense.dir).weightsSha256, recipe }));
+  const want = sha256Text(canonicalJson({ dense: hashModelDir(dense.dir).weightsSha256, recipe, inputs: recipeInputs(recipe, dataDir) }));
   const marker = path.join(dir, '.dike-recipe-sha256');
   if (existsSync(marker) && readFileSync(marker, 'utf8') === want) return dir;
   const tmp = `${dir}.partial`;
