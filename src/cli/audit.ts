@@ -11,7 +11,19 @@ import { withLocateSections } from '../locate/report.js';
 import { storePath } from '../audit/store.js';
 import { Progress } from './progress.js';
 import { parseFlags, type CommandSpec } from './flags.js';
-import { DATA_FLAG, LIMIT_FLAG, RESAMPLES_FLAG, SEED_FLAG, THREADS_FLAG } from './common-flags.js';
+import {
+  ALPHA_FLAG,
+  CALIBRATION_TEXT_FLAG,
+  DATA_FLAG,
+  DENSE_MODEL_FLAG,
+  LIMIT_FLAG,
+  QUALITY_LINES_FLAG,
+  RESAMPLES_FLAG,
+  SCORER_FLAG,
+  SEED_FLAG,
+  THREADS_FLAG,
+  VARIANT_CALIBRATION,
+} from './common-flags.js';
 import { BENCHMARKS } from '../measure/registry.js';
 import { MAX_CALIBRATION_SAMPLES, MAX_CALIBRATION_SEQ_LEN } from '../compress/calibration-types.js';
 
@@ -19,21 +31,21 @@ const spec: CommandSpec = {
   name: 'audit',
   summary: 'dense vs compressed: bias benchmarks paired item by item, CIEs, resumable store, report.html',
   flags: {
-    model: { type: 'string', value: '<dir|dike-bert-mini|dike-gpt2-mini>', help: 'the dense model (default dike-bert-mini)' },
+    model: DENSE_MODEL_FLAG,
     variant: { type: 'string', value: '<recipe.yaml|method:key=value,…|compressed-dir>', multiple: true, help: 'a compressed variant' },
     sweep: { type: 'string', value: '"magnitude:0.1,0.3,0.5"', multiple: true, help: "one variant per value of a method's main knob" },
     benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
-    scorer: { type: 'string', value: '<name>', help: 'how items are scored (see dike measure --help)' },
+    scorer: SCORER_FLAG,
     data: DATA_FLAG,
     out: { type: 'string', value: '<dir>', required: true, help: 'report.html, results.json, dike.sqlite and variants/ go here (resumable)' },
     limit: LIMIT_FLAG,
     seed: { ...SEED_FLAG, default: DEFAULT_SEED },
     resamples: { ...RESAMPLES_FLAG, default: DEFAULT_RESAMPLES },
-    alpha: { type: 'number', min: 0, max: 1, exclusiveMin: true, exclusiveMax: true, default: 0.05, help: 'significance level (Holm–Bonferroni across groups)' },
-    calibration: { type: 'string', value: 'text', help: 'calibration text for calibrated methods (default <data>/lm_corpus/train.txt, else the shipped excerpt)' },
-    'calibration-samples': { type: 'int', min: 1, max: MAX_CALIBRATION_SAMPLES, default: 32, help: 'calibration sequences' },
-    'calibration-seq-len': { type: 'int', min: 4, max: MAX_CALIBRATION_SEQ_LEN, default: 64, help: 'tokens per calibration sequence' },
-    'quality-lines': { type: 'int', min: 0, default: 50, help: 'held-out lines of lm_corpus/valid.txt (<data>, else the shipped excerpt) for the quality proxy (0: skip)' },
+    alpha: { ...ALPHA_FLAG, help: 'significance level (Holm–Bonferroni across groups)' },
+    calibration: CALIBRATION_TEXT_FLAG,
+    'calibration-samples': { type: 'int', min: 1, max: MAX_CALIBRATION_SAMPLES, default: VARIANT_CALIBRATION.samples, help: 'calibration sequences' },
+    'calibration-seq-len': { type: 'int', min: 4, max: MAX_CALIBRATION_SEQ_LEN, default: VARIANT_CALIBRATION.seqLen, help: 'tokens per calibration sequence' },
+    'quality-lines': QUALITY_LINES_FLAG,
     threads: THREADS_FLAG,
     locate: { type: 'boolean', help: 'also run dike locate (layer-module units) for every recipe or method variant; adds its section to report.html' },
     json: { type: 'boolean', help: 'print results.json to stdout' },

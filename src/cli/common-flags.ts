@@ -12,3 +12,19 @@ export const SEED_FLAG: FlagSpec = { type: 'int', min: 0, max: 4294967295, help:
 export const LIMIT_FLAG: FlagSpec = { type: 'int', min: 1, help: 'use only the first N items of each benchmark' };
 export const RESAMPLES_FLAG: FlagSpec = { type: 'int', min: 1000, max: 1_000_000, help: 'bootstrap resamples for 95% intervals' };
 export const DATA_FLAG: FlagSpec = { type: 'string', value: '<dir>', help: 'benchmark data directory (default: $DIKE_DATA, else the embedded CrowS-Pairs, StereoSet and lm_corpus excerpt)' };
+export const DENSE_MODEL_FLAG: FlagSpec = { type: 'string', value: '<dir|dike-bert-mini|dike-gpt2-mini>', help: 'the dense model (default dike-bert-mini)' };
+export const SCORER_FLAG: FlagSpec = { type: 'string', value: '<name>', help: 'how items are scored (see dike measure --help)' };
+export const ALPHA_FLAG: FlagSpec = { type: 'number', min: 0, max: 1, exclusiveMin: true, exclusiveMax: true, default: 0.05, help: 'significance level (Holm–Bonferroni)' };
+export const CALIBRATION_TEXT_FLAG: FlagSpec = {
+  type: 'string',
+  value: 'text',
+  help: 'calibration text for calibrated methods (default <data>/lm_corpus/train.txt, else the shipped excerpt)',
+};
+export const QUALITY_LINES_FLAG: FlagSpec = {
+  type: 'int',
+  min: 0,
+  default: 50,
+  help: 'held-out lines of lm_corpus/valid.txt (<data>, else the shipped excerpt) for the quality proxy (0: skip)',
+};
+/** Calibration size of variants compressed inside `audit` and `locate` (smaller than `compress`'s 128 × 128). */
+export const VARIANT_CALIBRATION = { samples: 32, seqLen: 64 } as const;

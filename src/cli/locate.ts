@@ -8,28 +8,40 @@ import { runLocate, type LocateResults } from '../locate/locate.js';
 import { UNIT_KINDS, type UnitKind } from '../locate/units.js';
 import { Progress } from './progress.js';
 import { parseFlags, type CommandSpec } from './flags.js';
-import { DATA_FLAG, LIMIT_FLAG, RESAMPLES_FLAG, SEED_FLAG, THREADS_FLAG } from './common-flags.js';
+import {
+  ALPHA_FLAG,
+  CALIBRATION_TEXT_FLAG,
+  DATA_FLAG,
+  DENSE_MODEL_FLAG,
+  LIMIT_FLAG,
+  QUALITY_LINES_FLAG,
+  RESAMPLES_FLAG,
+  SCORER_FLAG,
+  SEED_FLAG,
+  THREADS_FLAG,
+  VARIANT_CALIBRATION,
+} from './common-flags.js';
 
 const spec: CommandSpec = {
   name: 'locate',
   summary: 'where compression moves bias: leave-one-in/-out per layer-module, matrix or head, first-order prediction',
   flags: {
-    model: { type: 'string', value: '<dir|dike-bert-mini|dike-gpt2-mini>', help: 'the dense model (default dike-bert-mini)' },
+    model: DENSE_MODEL_FLAG,
     variant: { type: 'string', value: '<recipe.yaml|method:key=value,…|none>', required: true, help: 'the compression to attribute (none: remove each head of the dense model)' },
     benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
-    scorer: { type: 'string', value: '<name>', help: 'how items are scored (see dike measure --help)' },
+    scorer: SCORER_FLAG,
     unit: { type: 'enum', choices: UNIT_KINDS, default: 'layer-module', help: 'what a unit is' },
     data: DATA_FLAG,
     out: { type: 'string', value: '<dir>', default: 'locate-out', help: 'locate.json, report.html and the store go here (resumable)' },
     limit: LIMIT_FLAG,
     seed: { ...SEED_FLAG, default: DEFAULT_SEED },
     resamples: { ...RESAMPLES_FLAG, default: DEFAULT_RESAMPLES },
-    alpha: { type: 'number', min: 0, max: 1, exclusiveMin: true, exclusiveMax: true, default: 0.05, help: 'significance level (Holm across units)' },
+    alpha: { ...ALPHA_FLAG, help: 'significance level (Holm across units)' },
     top: { type: 'int', min: 1, help: 'measure only the K units the first-order prediction ranks highest' },
     'no-leave-one-out': { type: 'boolean', help: 'skip the leave-one-out runs' },
     'predict-only': { type: 'boolean', help: 'only the first-order prediction (compresses nothing)' },
-    calibration: { type: 'string', value: 'text', help: 'calibration text for calibrated methods (default <data>/lm_corpus/train.txt, else the shipped excerpt)' },
-    'quality-lines': { type: 'int', min: 0, default: 50, help: 'held-out lines for the quality proxy (0: skip)' },
+    calibration: CALIBRATION_TEXT_FLAG,
+    'quality-lines': QUALITY_LINES_FLAG,
     threads: THREADS_FLAG,
     json: { type: 'boolean', help: 'print locate.json to stdout' },
     quiet: { type: 'boolean', help: 'no progress or table' },
@@ -64,7 +76,7 @@ export const locateCommand = {
     const resamples = args.num('resamples')!;
     const alpha = args.num('alpha')!;
     const qualityLines = args.num('quality-lines')!;
-    const calibration = { file: path.resolve(args.str('calibration') ?? corpusFile('train', dataDir).file), samples: 32, seqLen: 64 };
+    const calibration = { file: path.resolve(args.str('calibration') ?? corpusFile('train', dataDir).file), ...VARIANT_CALIBRATION };
     const out = args.str('out')!;
     const limit = args.num('limit');
     const threads = args.num('threads');
