@@ -143,7 +143,10 @@ function recipeInputs(recipe: Recipe, dataDir: string): Record<string, string> {
   recipe.steps.forEach((st, i) => {
     const pairs = st.options['pairs'];
     if (typeof pairs !== 'string') return;
-    inputs[`step ${i + 1} pairs`] = pairs === 'stereoset' || pairs === 'crows-pairs' ? hashDataFolder(dataDir, pairs).hash : file(path.resolve(pairs));
+    // Negative controls name their base source after a prefix (shuffled:stereoset); counterfactual
+    // pairs come from the calibration text (hashed above) and the shipped word lists (in the code's hash).
+    const base = pairs.replace(/^(shuffled|unrelated):/, '');
+    inputs[`step ${i + 1} pairs`] = base === 'stereoset' || base === 'crows-pairs' ? hashDataFolder(dataDir, base).hash : base === 'counterfactual' ? 'counterfactual' : file(path.resolve(base));
   });
   return inputs;
 }

@@ -1,6 +1,6 @@
 import { corpusFile, resolveModel } from '../embedded.js';
 import { resolveDataDir } from '../measure/data.js';
-import { sentencePairs } from '../measure/pairs.js';
+import { sentencePairs, type SentencePairRequest } from '../measure/pairs.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -136,7 +136,7 @@ export const compressCommand = {
     let result: Awaited<ReturnType<typeof applyRecipe>>;
     try {
       // Sentence pairs for fair-gptq (pairs=stereoset|crows-pairs|<file>), from --data / DIKE_DATA / the embedded data.
-      const pairs = (req: { source: string; limit?: number }) => sentencePairs(resolveDataDir(args.str('data'), { embedded: true }), req);
+      const pairs = (req: SentencePairRequest) => sentencePairs(resolveDataDir(args.str('data'), { embedded: true }), req);
       result = await applyRecipe(ckpt, recipe, { ...(threads !== undefined ? { threads } : {}), pairs });
     } catch (e) {
       throw asFlagError(args, e);

@@ -306,7 +306,7 @@ async function applySteps(ckpt: Checkpoint, recipe: Recipe, opts: ApplyOptions):
               walkCalibration(model, params, g.targets, set ?? calibrationSet(), { ...walk, ...(opts.threads !== undefined ? { threads: opts.threads } : {}) }, visit),
             pairs: (req, where) => {
               if (opts.pairs === undefined) throw new DikeError('recipe', where, `needs sentence pairs ("${req.source}") but no pair source was given (applyRecipe's pairs option; the CLI passes one)`);
-              return opts.pairs(req);
+              return opts.pairs({ ...req, ...(recipe.calibration !== undefined && req.textFile === undefined ? { textFile: recipe.calibration.file } : {}) });
             },
           },
           parsed,

@@ -79,6 +79,12 @@ export interface PairRequest {
   source: string;
   /** At most this many pairs, in file order. */
   limit?: number;
+  /** Seed of a seeded source (shuffled:<source>, counterfactual's choice of counterpart). */
+  seed?: number;
+  /** Group axes for generated pairs (counterfactual), e.g. ["gender", "religion"]. */
+  axes?: string[];
+  /** The recipe's calibration text file (filled in by applyRecipe): counterfactual's source text. */
+  textFile?: string;
 }
 
 /**

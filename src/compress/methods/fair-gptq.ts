@@ -13,6 +13,17 @@
  *                                (the minimiser of ‖(W'−W)X‖² + ‖W'Δ‖² as weighted above)
  *   then plain GPTQ (gptq.ts, the shared core) on the pre-updated W with U from Hd alone.
  *
+ * Solvers (`solver`):
+ *   pre-update (default)  the published method, above.
+ *   joint                 GPTQ's column loop on the combined objective itself, so that rounding
+ *                         respects the fairness term (Fair-GPTQ's error feedback comes from H alone
+ *                         and can undo its pre-update). With Hd = H + λI (GPTQ's own dampening,
+ *                         λ = dampening_frac·mean diag H) and H2 = Hd + H_x01,
+ *                           (Q − W) Hd (Q − W)ᵀ + Q H_x01 Qᵀ = (Q − W*) H2 (Q − W*)ᵀ + const,
+ *                           W* = W·Hd·H2⁻¹ = W − W·H_x01·H2⁻¹       (the exact minimiser, no overshoot)
+ *                         so GPTQ runs on target W* with error feedback from H2 (U: H2⁻¹ = UᵀU).
+ *                         α = 0 gives plain GPTQ exactly (H2 = Hd, W* = W).
+ *
  * The pair statistics come from the calibration walk (calibrate.ts) with paired batches: sequences
  * 2i, 2i+1 are [stereotype; anti-stereotype], padded to the same length; X0 − X1 is taken position by
  * position. Sequential or one-shot calibration as for GPTQ.
@@ -50,6 +61,12 @@ export interface FairGptqOptions extends GptqOptions {
   protocol: 'dike' | 'authors';
   select_layers: string;
   ignore: string;
+  /** pre-update: the published method; joint: GPTQ on the combined objective (above). */
+  solver: 'pre-update' | 'joint';
+  /** Seed of seeded pair sources (shuffled:<source>, counterfactual). */
+  pairs_seed: number;
+  /** Group axes of counterfactual pairs ("gender+religion"). */
+  axes?: string;
 }
 
 /** The authors' README lists for `ignore_bias`. */
@@ -95,8 +112,20 @@ export function alphaFor(t: LinearInfo, opts: Pick<FairGptqOptions, 'alpha' | 'i
 }
 
 /** The pair sentences as a paired calibration set, tokenized under the chosen protocol. */
-export function pairCalibration(ctx: Pick<CompressContext, 'model' | 'pairs'>, opts: Pick<FairGptqOptions, 'pairs' | 'pairs_limit' | 'protocol'>, where: string): CalibrationSet {
-  const pairs = ctx.pairs({ source: opts.pairs, ...(opts.pairs_limit !== undefined ? { limit: opts.pairs_limit } : {}) }, where);
+export function pairCalibration(
+  ctx: Pick<CompressContext, 'model' | 'pairs'>,
+  opts: Pick<FairGptqOptions, 'pairs' | 'pairs_limit' | 'protocol'> & Partial<Pick<FairGptqOptions, 'pairs_seed' | 'axes'>>,
+  where: string,
+): CalibrationSet {
+  const pairs = ctx.pairs(
+    {
+      source: opts.pairs,
+      ...(opts.pairs_limit !== undefined ? { limit: opts.pairs_limit } : {}),
+      ...(opts.pairs_seed !== undefined ? { seed: opts.pairs_seed } : {}),
+      ...(opts.axes !== undefined ? { axes: opts.axes.split(/[,+]/).map((a) => a.trim()).filter((a) => a !== '') } : {}),
+    },
+    where,
+  );
   if (pairs.length === 0) throw new DikeError('recipe', `${where} "pairs"`, `no sentence pair in ${opts.pairs}`);
   const m = ctx.model;
   const tok = m.tokenizer;
@@ -110,7 +139,7 @@ export function pairCalibration(ctx: Pick<CompressContext, 'model' | 'pairs'>, o
     return [tok.special.cls ?? 101, ...body, tok.special.sep ?? 102];
   };
   const sequences = pairs.flatMap((p) => [ids(p.stereotype), ids(p.antiStereotype)]);
-  const source = `${opts.pairs} pairs${opts.pairs_limit !== undefined ? ` (first ${opts.pairs_limit})` : ''}`;
+  const source = `${opts.pairs} pairs${opts.pairs_limit !== undefined ? ` (first ${opts.pairs_limit})` : ''}${opts.pairs_seed ? ` seed ${opts.pairs_seed}` : ''}`;
   if (opts.protocol === 'authors') {
     if (eos === undefined) throw new DikeError('recipe', `${where} "protocol"`, 'the authors pad with the eos id, and this model has none');
     return calibrationFromSequences(sequences, source, { rows: 2, keepPads: true, padId: eos, paired: true });
@@ -124,6 +153,85 @@ async function quadratic(gemm: Gemm, A: Float64Array, G: Float64Array, rows: num
   let s = 0;
   for (let i = 0; i < A.length; i++) s += A[i]! * AG[i]!;
   return s;
+}
+
+/**
+ * The joint solver's target and Hessian for one [rows, cols] matrix (see the header): from the
+ * input Gram G = Σ x xᵀ over `tokens` tokens and the pair Gram D = Σ ΔΔᵀ, in GPTQ's scale
+ * H = 2G/tokens, H_x01 = (4α/tokens)·D; dead inputs (H_jj = 0) get H_jj := 1 before λ is taken,
+ * as GPTQ does (their W columns are zeroed by gptqMatrix; D is zero there too).
+ * Returns W* = W − W·H_x01·H2⁻¹ and the prepared H2 = H + λI + H_x01.
+ */
+export async function jointTarget(
+  gemm: Gemm,
+  W: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  gram: Float64Array,
+  pairGram: Float64Array,
+  tokens: number,
+  alpha: number,
+  damp: number,
+): Promise<{ W: Float64Array; h: PreparedHessian }> {
+  const n = cols;
+  const g = 2 / tokens;
+  const f = (4 * alpha) / tokens;
+  const H2 = new Float64Array(n * n);
+  for (let i = 0; i < H2.length; i++) H2[i] = g * gram[i]!;
+  const dead = new Uint8Array(n);
+  let trace = 0;
+  for (let j = 0; j < n; j++) {
+    if (H2[j * n + j] === 0) {
+      dead[j] = 1;
+      H2[j * n + j] = 1;
+    }
+    trace += H2[j * n + j]!;
+  }
+  const lambda = n === 0 ? 0 : (damp * trace) / n;
+  for (let j = 0; j < n; j++) H2[j * n + j]! += lambda;
+  const Wd = Float64Array.from(W);
+  if (alpha === 0) {
+    const { U } = await choleskyInverseUpperBlocked(gemm, H2, n, 0);
+    return { W: Wd, h: { n, tokens, perm: null, dead, U, lambda } };
+  }
+  const Hx = new Float64Array(n * n);
+  for (let i = 0; i < Hx.length; i++) {
+    Hx[i] = f * pairGram[i]!;
+    H2[i]! += Hx[i]!;
+  }
+  const { U } = await choleskyInverseUpperBlocked(gemm, H2, n, 0);
+  // W* = W − ((W·H_x01)·Uᵀ)·U.
+  const WH = await gemm.product(Wd, Hx, rows, n, n);
+  const WHU = await gemm.product(WH, U, rows, n, n, { transB: true });
+  const dW = await gemm.product(WHU, U, rows, n, n);
+  for (let i = 0; i < Wd.length; i++) Wd[i]! -= dW[i]!;
+  return { W: Wd, h: { n, tokens, perm: null, dead, U, lambda } };
+}
+
+/** Fair-GPTQ's joint solver as a PreUpdate: the exact minimiser as target, H2 for the feedback. */
+export function jointPreUpdate(gemm: Gemm, opts: FairGptqOptions, alphaOf: (t: LinearInfo) => number): PreUpdate {
+  return async (W: Float32Array, t: LinearInfo, s: InputStats) => {
+    const alpha = alphaOf(t);
+    const D = s.pairGram;
+    if (D === undefined || s.pairs === undefined) throw new DikeError(t.weight, 'fair-gptq', 'no pair statistics for this matrix');
+    const detail: Record<string, number | string | boolean> = {
+      alpha,
+      solver: 'joint',
+      pairs: s.pairs,
+      bias_WdX_sq: await quadratic(gemm, Float64Array.from(W), D, t.outDim, t.inDim),
+    };
+    const j = await jointTarget(gemm, W, t.outDim, t.inDim, s.gram, D, s.tokens, alpha, opts.dampening_frac);
+    let dn = 0;
+    let wn = 0;
+    const out = new Float32Array(W.length);
+    for (let i = 0; i < W.length; i++) {
+      out[i] = j.W[i]!;
+      dn += (j.W[i]! - W[i]!) ** 2;
+      wn += W[i]! * W[i]!;
+    }
+    detail['delta_w_rel'] = wn > 0 ? Math.sqrt(dn / wn) : 0;
+    return { W: out, detail, h: j.h };
+  };
 }
 
 /**
@@ -142,6 +250,7 @@ export function fairPreUpdate(gemm: Gemm, opts: FairGptqOptions, alphaOf: (t: Li
     const detail: Record<string, number | string | boolean> = {
       alpha,
       sum_hessians: opts.sum_hessians,
+      solver: 'pre-update',
       pairs: s.pairs,
       bias_WdX_sq: await quadratic(gemm, Wd, D, rows, n),
     };
@@ -193,6 +302,9 @@ export const fairGptq: Method<FairGptqOptions> = {
       protocol: r.oneOf('protocol', ['dike', 'authors'] as const, 'dike'),
       select_layers: r.str('select_layers', 'all'),
       ignore: r.str('ignore', 'none'),
+      solver: r.oneOf('solver', ['pre-update', 'joint'] as const, 'pre-update'),
+      pairs_seed: r.int('pairs_seed', 0, [0, 2 ** 32 - 1]),
+      ...(raw['axes'] !== undefined ? { axes: r.str('axes') } : {}),
     };
     if (o.ignore === 'none') o.ignore = '';
     r.done();
@@ -212,7 +324,7 @@ export const fairGptq: Method<FairGptqOptions> = {
     const alphaOf = (t: LinearInfo): number => alphaFor(t, opts, layers);
     try {
       await ctx.walk({ mode: opts.calibration, granularity: 'group', pairs: true, set }, async (targets, stats) => {
-        const rep = await gptqTargets(gemm, ctx, targets, stats, opts, 'fair-gptq', fairPreUpdate(gemm, opts, alphaOf));
+        const rep = await gptqTargets(gemm, ctx, targets, stats, opts, 'fair-gptq', (opts.solver === 'joint' ? jointPreUpdate : fairPreUpdate)(gemm, opts, alphaOf));
         // ‖Q(X0 − X1)‖² after quantization, beside the dense ‖W(X0 − X1)‖² the pre-update recorded.
         for (const r of rep) {
           const t = targets.find((x) => x.weight === r.weight)!;

@@ -281,14 +281,15 @@ export function outIn(p: Param, info: LinearInfo): Float32Array {
 
 /**
  * A change made to W ([out, in]) before GPTQ quantizes it, given the matrix's statistics and its
- * prepared Hessian (Fair-GPTQ's pre-update). Returns the new W and report entries.
+ * prepared Hessian (Fair-GPTQ's pre-update). Returns the new W and report entries, and optionally
+ * another prepared Hessian for GPTQ's error feedback (Fair-GPTQ's joint solver).
  */
 export type PreUpdate = (
   W: Float32Array,
   t: LinearInfo,
   s: InputStats,
   h: PreparedHessian,
-) => Promise<{ W: Float32Array; detail?: Record<string, number | string | boolean> } | undefined>;
+) => Promise<{ W: Float32Array; detail?: Record<string, number | string | boolean>; /** quantize against this Hessian instead (joint solver) */ h?: PreparedHessian } | undefined>;
 
 /**
  * GPTQ of `targets` against their statistics, in place in ctx.params (the core shared by gptq and
@@ -319,7 +320,7 @@ export async function gptqTargets(
     assertFinite(p.data, t.weight);
     const W = outIn(p, t);
     const pre = preUpdate ? await preUpdate(W, t, s, h) : undefined;
-    const res = await gptqMatrix(gemm, pre?.W ?? W, t.outDim, t.inDim, h, opts);
+    const res = await gptqMatrix(gemm, pre?.W ?? W, t.outDim, t.inDim, pre?.h ?? h, opts);
     // With a pre-update, GPTQ's own bookkeeping measures against the updated W: measure against W.
     const error = pre ? await reconstructionErrorGemm(gemm, W, res.weights, s.gram, t.outDim, t.inDim, h.dead) : res.error;
     fromOutIn({ rows: t.outDim, cols: t.inDim, data: res.weights }, p, t);
