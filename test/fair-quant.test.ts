@@ -18,6 +18,10 @@ import { Rng } from '../src/util/rng.js';
 import type { InputStats, PairSource } from '../src/compress/types.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
 import { DikeError } from '../src/errors.js';
+import { largestWithinBudget } from '../src/util/bisect.js';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
+import { ModelRunner } from '../src/runtime/session.js';
+import { heldOutPerplexity } from '../src/score/perplexity.js';
 
 const pairs: PairSource = (req) => sentencePairs(DATA, req);
 
@@ -353,5 +357,59 @@ describe('fair-gptq solver=joint', () => {
     assert.ok(s1.noWorse >= 0.6 && s1.meanRatio < 1, JSON.stringify(s1));
     const big = summary('sh1', rows.filter((r) => r.alpha === 5));
     assert.ok(big.noWorse >= 0.8 && big.meanRatio < 0.97, JSON.stringify(big));
+  });
+});
+
+// ---- α from a quality budget -------------------------------------------------------------------
+
+describe('fair-gptq quality_budget: α by bisection', () => {
+  it('largestWithinBudget on a synthetic monotone cost finds the threshold (closed form) from below', async () => {
+    // f(x) = x² / 100 within 0.02 ⇔ x ≤ √2.
+    for (const steps of [3, 6, 10]) {
+      const { x, trace } = await largestWithinBudget(async (a) => (a * a) / 100, 0.02, 10, { steps });
+      const width = Math.pow(1e3, Math.pow(2, -steps)); // the final bracket's ratio hi/lo
+      assert.ok(x <= Math.SQRT2 && x * width >= Math.SQRT2 * (1 - 1e-12), `steps ${steps}: ${x}`);
+      assert.equal(trace.length, steps + 2);
+      assert.ok(trace.every((t) => t.within === t.value <= 0.02));
+      assert.equal(trace.filter((t) => t.within).reduce((m, t) => Math.max(m, t.x), 0), x);
+    }
+    assert.deepEqual((await largestWithinBudget(async () => 0.01, 0.02, 5, { steps: 4 })).x, 5);
+    const none = await largestWithinBudget(async () => 1, 0.02, 5, { steps: 4 });
+    assert.equal(none.x, 0);
+    assert.equal(none.trace.length, 2);
+  });
+
+  it('a small real run: the written model\'s held-out perplexity is within the budget of α = 0 (measured here)', async (t) => {
+    const out = scratchDir('fair-budget');
+    const common = ['compress', modelDir('tiny-gpt2'), '--method', 'fair-gptq', '--bits', '3', '--group-size', '32', '--opt', 'pairs=stereoset', '--opt', 'pairs_limit=8',
+      '--opt', 'calibration=one-shot', '--opt', 'solver=joint', '--data', DATA, '--threads', '1'];
+    const budget = 0.002;
+    const r = dike([...common, '--opt', 'alpha=50', '--opt', `quality_budget=${budget}`, '--opt', 'quality_lines=5', '--opt', 'budget_steps=3', '--out', path.join(out, 'b')]);
+    assert.equal(r.code, 0, r.stderr);
+    const r0 = dike([...common, '--opt', 'alpha=0', '--out', path.join(out, 'a0')]);
+    assert.equal(r0.code, 0, r0.stderr);
+    const cj = JSON.parse(readFileSync(path.join(out, 'b', 'compression.json'), 'utf8'));
+    const d = cj.steps[0].matrices[0].detail as Record<string, unknown>;
+    const trace = JSON.parse(d['budget_trace'] as string) as { alpha: number; relative_change?: number; quality?: number; within?: boolean }[];
+    const chosen = d['alpha_chosen'] as number;
+    t.diagnostic(`chosen α ${chosen}; trace ${d['budget_trace']}`);
+    assert.ok(cj.steps[0].matrices.every((m: { detail: Record<string, unknown> }) => m.detail['alpha'] === chosen));
+    // Independent check: perplexity of the two written models on the same 5 held-out lines.
+    const lines = readFileSync(path.join(DATA, 'lm_corpus', 'valid.txt'), 'utf8').split('\n').filter((l) => l !== '').slice(0, 5);
+    const ppl = async (dir: string): Promise<number> => {
+      const ck = loadCheckpoint(dir);
+      const runner = await ModelRunner.create(ck, { threads: 1 });
+      try {
+        return (await heldOutPerplexity(ck, runner, lines)).value;
+      } finally {
+        await runner.dispose();
+      }
+    };
+    const p0 = await ppl(path.join(out, 'a0'));
+    const pb = await ppl(path.join(out, 'b'));
+    t.diagnostic(`held-out ppl α=0 ${p0}, chosen ${pb}, relative ${pb / p0 - 1}`);
+    assert.equal(trace[0]!.quality, p0);
+    assert.ok(pb / p0 - 1 <= budget, `${pb / p0 - 1}`);
+    if (chosen > 0) assert.ok(trace.some((x) => x.alpha === chosen && x.within === true));
   });
 });

@@ -135,12 +135,14 @@ export function hashDataFolder(dataDir: string, folder: string): { hash: string;
  * The content of the files a recipe reads besides the model (calibration text or token ids, sentence
  * pairs), so that an edited calibration file or pair set recompresses the variant instead of reusing it.
  */
-function recipeInputs(recipe: Recipe, dataDir: string): Record<string, string> {
+function recipeInputs(recipe: Recipe, dataDir: string, qualityFile: string): Record<string, string> {
   const inputs: Record<string, string> = {};
   const file = (f: string): string => (existsSync(f) ? sha256FileStreamed(f) : 'absent');
   if (recipe.calibration !== undefined) inputs['calibration'] = file(recipe.calibration.file);
   if (recipe.calibrationTokens !== undefined) inputs['calibration_tokens'] = file(recipe.calibrationTokens.file);
   recipe.steps.forEach((st, i) => {
+    const budget = st.options['quality_budget'];
+    if (budget !== undefined && Number(budget) > 0) inputs[`step ${i + 1} held-out`] = file(qualityFile);
     const pairs = st.options['pairs'];
     if (typeof pairs !== 'string') return;
     // Negative controls name their base source after a prefix (shuffled:stereoset); counterfactual
@@ -152,18 +154,24 @@ function recipeInputs(recipe: Recipe, dataDir: string): Record<string, string> {
 }
 
 /** Compress a variant into <out>/variants/<name> unless a finished copy with the same recipe and inputs is there. */
-async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threads: number | undefined, dataDir: string, log: (l: string) => void): Promise<string> {
+async function materialise(dense: Checkpoint, v: VariantSpec, out: string, threads: number | undefined, dataDir: string, qualityFile: string, log: (l: string) => void): Promise<string> {
   if (v.dir !== undefined) return v.dir;
   const recipe = v.recipe!;
   const dir = path.join(out, 'variants', v.name);
-  const want = sha256Text(canonicalJson({ dense: hashModelDir(dense.dir).weightsSha256, recipe, inputs: recipeInputs(recipe, dataDir) }));
+  const want = sha256Text(canonicalJson({ dense: hashModelDir(dense.dir).weightsSha256, recipe, inputs: recipeInputs(recipe, dataDir, qualityFile) }));
   const marker = path.join(dir, '.dike-recipe-sha256');
   if (existsSync(marker) && readFileSync(marker, 'utf8') === want) return dir;
   const tmp = `${dir}.partial`;
   rmSync(tmp, { recursive: true, force: true });
   log(`compressing ${v.name}`);
   // Sentence pairs (fair-gptq) come from the audit's data directory.
-  const result = await applyRecipe(dense, recipe, { ...(threads !== undefined ? { threads } : {}), pairs: (req) => sentencePairs(dataDir, req) });
+  // Counterfactual pairs default to lm_corpus/train.txt when the recipe names no calibration text;
+  // fair-gptq's quality_budget reads the audit's own held-out text.
+  const result = await applyRecipe(dense, recipe, {
+    ...(threads !== undefined ? { threads } : {}),
+    pairs: (req) => sentencePairs(dataDir, { textFile: path.join(dataDir, 'lm_corpus', 'train.txt'), ...req }),
+    heldOut: (n) => readQualityLines(qualityFile, n).lines,
+  });
   writeCompressed(dense, result, recipe, tmp);
   writeFileSync(path.join(tmp, '.dike-recipe-sha256'), want);
   rmSync(dir, { recursive: true, force: true });
@@ -364,7 +372,7 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
     const models: { entry: ModelEntry; ckpt: Checkpoint; results: Map<string, BenchmarkResult> }[] = [];
     const all: (VariantSpec & { isDense?: boolean })[] = [{ name: 'dense', dir: req.model, spec: '', isDense: true }, ...req.variants];
     for (const v of all) {
-      const dir = v.isDense ? req.model : await materialise(dense, v, req.out, req.threads, req.dataDir, log);
+      const dir = v.isDense ? req.model : await materialise(dense, v, req.out, req.threads, req.dataDir, qualityFile, log);
       const ckpt = v.isDense ? dense : loadCheckpoint(dir);
       if (ckpt.hfClass !== dense.hfClass) throw new DikeError(dir, '', `variant is a ${ckpt.hfClass}, the dense model a ${dense.hfClass}`);
       const hashes = hashModelDir(dir);

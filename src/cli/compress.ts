@@ -1,6 +1,7 @@
 import { corpusFile, resolveModel } from '../embedded.js';
 import { resolveDataDir } from '../measure/data.js';
 import { sentencePairs, type SentencePairRequest } from '../measure/pairs.js';
+import { readQualityLines } from '../audit/audit.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -136,8 +137,12 @@ export const compressCommand = {
     let result: Awaited<ReturnType<typeof applyRecipe>>;
     try {
       // Sentence pairs for fair-gptq (pairs=stereoset|crows-pairs|<file>), from --data / DIKE_DATA / the embedded data.
-      const pairs = (req: SentencePairRequest) => sentencePairs(resolveDataDir(args.str('data'), { embedded: true }), req);
-      result = await applyRecipe(ckpt, recipe, { ...(threads !== undefined ? { threads } : {}), pairs });
+      // Counterfactual pairs read the recipe's calibration text, else the default one; fair-gptq's
+      // quality_budget reads the held-out split of the same corpus (the audit's quality proxy text).
+      const dataDir = resolveDataDir(args.str('data'), { embedded: true });
+      const pairs = (req: SentencePairRequest) => sentencePairs(dataDir, { textFile: defaultCalibrationFile(args.str('data')), ...req });
+      const heldOut = (n: number) => readQualityLines(corpusFile('valid', dataDir).file, n).lines;
+      result = await applyRecipe(ckpt, recipe, { ...(threads !== undefined ? { threads } : {}), pairs, heldOut });
     } catch (e) {
       throw asFlagError(args, e);
     }

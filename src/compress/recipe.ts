@@ -29,7 +29,7 @@ import { dikeVersion } from '../version.js';
 import { inputStats, readTokenCalibration, sampleCalibration, walkCalibration, type CalibrationSet, type CalibrationSpec } from './calibrate.js';
 import { MAX_CALIBRATION_SAMPLES, MAX_CALIBRATION_SEQ_LEN } from './calibration-types.js';
 import { findMethod, METHODS } from './registry.js';
-import type { InputStats, MatrixReport, PairSource, QuantState, RawOptions } from './types.js';
+import type { HeldOutSource, InputStats, MatrixReport, PairSource, QuantState, RawOptions } from './types.js';
 
 export type ModuleKind = LinearInfo['module'];
 
@@ -230,6 +230,8 @@ export interface ApplyOptions {
   calibration?: CalibrationSet;
   /** Sentence pairs for methods calibrated on pairs (fair-gptq); the CLI and audit pass measure/pairs.ts. */
   pairs?: PairSource;
+  /** Held-out quality text for methods that hold quality to a budget (fair-gptq quality_budget). */
+  heldOut?: HeldOutSource;
 }
 
 export async function applyRecipe(ckpt: Checkpoint, recipe: Recipe, opts: ApplyOptions = {}): Promise<CompressionResult> {
@@ -307,6 +309,10 @@ async function applySteps(ckpt: Checkpoint, recipe: Recipe, opts: ApplyOptions):
             pairs: (req, where) => {
               if (opts.pairs === undefined) throw new DikeError('recipe', where, `needs sentence pairs ("${req.source}") but no pair source was given (applyRecipe's pairs option; the CLI passes one)`);
               return opts.pairs({ ...req, ...(recipe.calibration !== undefined && req.textFile === undefined ? { textFile: recipe.calibration.file } : {}) });
+            },
+            heldOut: (lines, where) => {
+              if (opts.heldOut === undefined) throw new DikeError('recipe', where, 'needs held-out quality text but none was given (applyRecipe\'s heldOut option; the CLI passes one)');
+              return opts.heldOut(lines);
             },
           },
           parsed,

@@ -44,6 +44,8 @@ export interface CompressContext {
   walk(opts: WalkOptions & { set?: CalibrationSet }, visit: CalibrationVisit): Promise<void>;
   /** Sentence pairs by name (the caller of applyRecipe provides them; see PairSource). */
   pairs(spec: PairRequest, where: string): SentencePair[];
+  /** The first `lines` lines of the held-out quality text (the audit's quality proxy; see HeldOutSource). */
+  heldOut?(lines: number, where: string): string[];
   /**
    * The model as it stands before this step (config, shape, task, tokenizer), with `params` = the
    * working parameters above: what a method needs to run the model itself (e.g. ablation losses).
@@ -92,6 +94,9 @@ export interface PairRequest {
  * below measure/): the caller passes a PairSource (the CLI and audit pass measure/pairs.ts).
  */
 export type PairSource = (req: PairRequest) => SentencePair[];
+
+/** The held-out text of the quality proxy (lines, from the start), given by the caller like PairSource. */
+export type HeldOutSource = (lines: number) => string[];
 
 /** Raw options of one recipe step, as written in YAML/JSON or on the command line. */
 export type RawOptions = Record<string, unknown>;

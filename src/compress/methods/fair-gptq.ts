@@ -24,6 +24,15 @@
  *                         so GPTQ runs on target W* with error feedback from H2 (U: H2⁻¹ = UᵀU).
  *                         α = 0 gives plain GPTQ exactly (H2 = Hd, W* = W).
  *
+ * α from a budget (`quality_budget` = b > 0): `alpha` becomes the upper end of a search for the
+ * largest α whose model keeps held-out quality (the audit's quality proxy: perplexity for causal,
+ * pseudo-perplexity for masked models, score/perplexity.ts, on the first `quality_lines` lines of the
+ * held-out text) within ppl(α) / ppl(0) − 1 ≤ b, where α = 0 is plain GPTQ on the same pair
+ * calibration at the same bits. Geometric bisection (util/bisect.ts, `budget_steps` halvings of
+ * log α between alpha·10⁻³ and alpha) on the assumption that quality worsens with α; every trial
+ * quantizes the step's matrices afresh from the same weights. The chosen α and the trace
+ * (α, relative quality change) go into each matrix's report (`alpha`, `budget_trace`).
+ *
  * The pair statistics come from the calibration walk (calibrate.ts) with paired batches: sequences
  * 2i, 2i+1 are [stereotype; anti-stereotype], padded to the same length; X0 − X1 is taken position by
  * position. Sequential or one-shot calibration as for GPTQ.
@@ -50,6 +59,9 @@ import { OptionReader } from '../options.js';
 import { calibrationFromSequences, CALIBRATION_MODES, type CalibrationSet } from '../calibrate.js';
 import type { CompressContext, InputStats, Method, MatrixReport } from '../types.js';
 import type { LinearInfo } from '../../model/arch/types.js';
+import { ModelRunner } from '../../runtime/session.js';
+import { heldOutPerplexity } from '../../score/perplexity.js';
+import { largestWithinBudget } from '../../util/bisect.js';
 import { gptqTargets, readGptqOptions, type GptqOptions, type PreparedHessian, type PreUpdate } from './gptq.js';
 
 export interface FairGptqOptions extends GptqOptions {
@@ -67,6 +79,10 @@ export interface FairGptqOptions extends GptqOptions {
   pairs_seed: number;
   /** Group axes of counterfactual pairs ("gender+religion"). */
   axes?: string;
+  /** Relative held-out quality budget vs α = 0 (plain GPTQ); 0 = off, α as given. */
+  quality_budget: number;
+  quality_lines: number;
+  budget_steps: number;
 }
 
 /** The authors' README lists for `ignore_bias`. */
@@ -305,6 +321,9 @@ export const fairGptq: Method<FairGptqOptions> = {
       solver: r.oneOf('solver', ['pre-update', 'joint'] as const, 'pre-update'),
       pairs_seed: r.int('pairs_seed', 0, [0, 2 ** 32 - 1]),
       ...(raw['axes'] !== undefined ? { axes: r.str('axes') } : {}),
+      quality_budget: r.num('quality_budget', 0, [0, 10]),
+      quality_lines: r.int('quality_lines', 20, [1, 1 << 20]),
+      budget_steps: r.int('budget_steps', 5, [0, 30]),
     };
     if (o.ignore === 'none') o.ignore = '';
     r.done();
@@ -317,31 +336,63 @@ export const fairGptq: Method<FairGptqOptions> = {
     return o;
   },
   async apply(ctx, opts) {
-    const set = pairCalibration(ctx, opts, 'fair-gptq');
-    const layers = selectedLayers(opts.select_layers, ctx.shape.numLayers, 'fair-gptq');
-    const gemm = new Gemm();
-    const reports: MatrixReport[] = [];
-    const alphaOf = (t: LinearInfo): number => alphaFor(t, opts, layers);
-    try {
-      await ctx.walk({ mode: opts.calibration, granularity: 'group', pairs: true, set }, async (targets, stats) => {
-        const rep = await gptqTargets(gemm, ctx, targets, stats, opts, 'fair-gptq', (opts.solver === 'joint' ? jointPreUpdate : fairPreUpdate)(gemm, opts, alphaOf));
-        // ‖Q(X0 − X1)‖² after quantization, beside the dense ‖W(X0 − X1)‖² the pre-update recorded.
-        for (const r of rep) {
-          const t = targets.find((x) => x.weight === r.weight)!;
-          const s = stats.get(t.weight)!;
-          const p = ctx.params.get(t.weight)!;
-          const Q = new Float64Array(t.outDim * t.inDim);
-          if (t.layout === 'out-in') Q.set(p.data);
-          else for (let i = 0; i < t.inDim; i++) for (let o = 0; o < t.outDim; o++) Q[o * t.inDim + i] = p.data[i * t.outDim + o]!;
-          r.detail!['bias_QdX_sq'] = await quadratic(gemm, Q, s.pairGram!, t.outDim, t.inDim);
-          r.detail!['protocol'] = opts.protocol;
-          r.detail!['pair_tokens_sha256'] = set.hash;
-        }
-        reports.push(...rep);
-      });
-    } finally {
-      await gemm.dispose();
+    if (opts.quality_budget === 0) return quantizeWithPairs(ctx, opts);
+    if (ctx.heldOut === undefined) throw new DikeError('recipe', 'fair-gptq "quality_budget"', 'needs held-out quality text, and none was given');
+    const lines = ctx.heldOut(opts.quality_lines, 'fair-gptq "quality_budget"');
+    // Every trial starts from the same weights: keep them, and put them back after each.
+    const saved = new Map(ctx.targets.map((t) => [t.weight, ctx.params.get(t.weight)!.data.slice()]));
+    const restore = (): void => {
+      for (const [w, d] of saved) ctx.params.get(w)!.data.set(d);
+    };
+    const quality = async (alpha: number): Promise<number> => {
+      await quantizeWithPairs(ctx, { ...opts, alpha });
+      const runner = await ModelRunner.create(ctx.model, ctx.threads !== undefined ? { threads: ctx.threads } : {});
+      try {
+        return (await heldOutPerplexity(ctx.model, runner, lines)).value;
+      } finally {
+        await runner.dispose();
+        restore();
+      }
+    };
+    const base = await quality(0);
+    const { x: alpha, trace } = await largestWithinBudget(async (a) => (await quality(a)) / base - 1, opts.quality_budget, opts.alpha, { steps: opts.budget_steps });
+    const reports = await quantizeWithPairs(ctx, { ...opts, alpha });
+    const record = JSON.stringify([{ alpha: 0, quality: base }, ...trace.map((t) => ({ alpha: t.x, relative_change: t.value, within: t.within }))]);
+    for (const r of reports) {
+      r.detail!['quality_budget'] = opts.quality_budget;
+      r.detail!['alpha_chosen'] = alpha;
+      r.detail!['budget_trace'] = record;
     }
     return reports;
   },
 };
+
+/** Fair-GPTQ at the options' α over the step's targets, in place in ctx.params. */
+async function quantizeWithPairs(ctx: CompressContext, opts: FairGptqOptions): Promise<MatrixReport[]> {
+  const set = pairCalibration(ctx, opts, 'fair-gptq');
+  const layers = selectedLayers(opts.select_layers, ctx.shape.numLayers, 'fair-gptq');
+  const gemm = new Gemm();
+  const reports: MatrixReport[] = [];
+  const alphaOf = (t: LinearInfo): number => alphaFor(t, opts, layers);
+  try {
+    await ctx.walk({ mode: opts.calibration, granularity: 'group', pairs: true, set }, async (targets, stats) => {
+      const rep = await gptqTargets(gemm, ctx, targets, stats, opts, 'fair-gptq', (opts.solver === 'joint' ? jointPreUpdate : fairPreUpdate)(gemm, opts, alphaOf));
+      // ‖Q(X0 − X1)‖² after quantization, beside the dense ‖W(X0 − X1)‖² the pre-update recorded.
+      for (const r of rep) {
+        const t = targets.find((x) => x.weight === r.weight)!;
+        const s = stats.get(t.weight)!;
+        const p = ctx.params.get(t.weight)!;
+        const Q = new Float64Array(t.outDim * t.inDim);
+        if (t.layout === 'out-in') Q.set(p.data);
+        else for (let i = 0; i < t.inDim; i++) for (let o = 0; o < t.outDim; o++) Q[o * t.inDim + i] = p.data[i * t.outDim + o]!;
+        r.detail!['bias_QdX_sq'] = await quadratic(gemm, Q, s.pairGram!, t.outDim, t.inDim);
+        r.detail!['protocol'] = opts.protocol;
+        r.detail!['pair_tokens_sha256'] = set.hash;
+      }
+      reports.push(...rep);
+    });
+  } finally {
+    await gemm.dispose();
+  }
+  return reports;
+}
