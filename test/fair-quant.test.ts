@@ -19,6 +19,7 @@ import type { InputStats, PairSource } from '../src/compress/types.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
 import { DikeError } from '../src/errors.js';
 import { largestWithinBudget } from '../src/util/bisect.js';
+import { COUNTERFACTUAL_AXES, counterfactualPairs, parseSwapList, readSwapLists, swapSentence } from '../src/measure/counterfactual.js';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { ModelRunner } from '../src/runtime/session.js';
 import { heldOutPerplexity } from '../src/score/perplexity.js';
@@ -411,5 +412,75 @@ describe('fair-gptq quality_budget: α by bisection', () => {
     assert.equal(trace[0]!.quality, p0);
     assert.ok(pb / p0 - 1 <= budget, `${pb / p0 - 1}`);
     if (chosen > 0) assert.ok(trace.some((x) => x.alpha === chosen && x.within === true));
+  });
+});
+
+// ---- counterfactual pairs --------------------------------------------------------------------
+
+describe('counterfactual pairs from text (measure/counterfactual.ts)', () => {
+  const gender = readSwapLists(['gender'])[0]!;
+  const swap = (s: string, list = gender, seed = 0): string | undefined => swapSentence(s, list, new Rng(seed));
+
+  it('gender: both directions, capitalisation, possessive \'s, plurals, whole words only', () => {
+    assert.equal(swap('He gave his sister a book.'), 'She gave her brother a book.');
+    assert.equal(swap('She told him that her mother was away.'), 'He told her that his father was away.');
+    assert.equal(swap('The MAN and the women met.'), 'The WOMAN and the men met.');
+    assert.equal(swap("The king's horses ran."), "The queen's horses ran.");
+    assert.equal(swap('The kingdom and the heir were safe.'), undefined); // "king" inside a word, no term
+    assert.equal(swap('Then she said it to her.'), 'Then he said it to him.'); // "her" at the end: object
+    assert.equal(swap('Mrs. Smith met Mr. Jones.'), 'Mr. Smith met Mrs. Jones.');
+  });
+
+  it('multi-word terms match whole and across single spaces only; multi-class targets are seeded, one per sentence', () => {
+    const list = parseSwapList('classes\ta\tb\tc\nred fox\tblue fox\tgreen fox\nreds\tblues\t-\n', 'mem.tsv', 't');
+    const seen = new Set<string>();
+    for (let seed = 0; seed < 20; seed++) {
+      const out = swap('A red fox met the reds.', list, seed)!;
+      seen.add(out);
+      // Both terms go to the same class; "reds" has no counterpart in c and then stays.
+      assert.ok(out === 'A blue fox met the blues.' || out === 'A green fox met the reds.', out);
+      assert.equal(swap('A red fox met the reds.', list, seed), out);
+    }
+    assert.equal(seen.size, 2);
+    assert.equal(swap('A red, fox ran.', list), undefined);
+    assert.equal(swap('A redfox ran.', list), undefined);
+    // Two classes of one sentence are exchanged both ways; a third stays.
+    const three = parseSwapList('classes\ta\tb\tc\nx\ty\tz\n', 'mem.tsv', 't');
+    for (let seed = 0; seed < 10; seed++) {
+      const out = swap('x and y and z.', three, seed)!;
+      assert.ok(out === 'y and x and z.' || out === 'z and y and x.', out);
+    }
+  });
+
+  it('replacement-only cells are never matched; sentences without a term give no pair', () => {
+    const age = readSwapLists(['age'])[0]!;
+    assert.equal(swap('The young man walked.', age), 'The old man walked.');
+    assert.equal(swap('The old house stood.', age), undefined);
+    const text = 'It rained all day long here.\nThe old dog barked at him today. Nothing else happened at all today.\nA quick check: she walked home alone.\n';
+    const ps = counterfactualPairs(text, readSwapLists(['age', 'gender']), 0);
+    assert.deepEqual(ps, [
+      { original: 'The old dog barked at him today.', counterfactual: 'The old dog barked at her today.', axis: 'gender', id: '2:1' },
+      { original: 'A quick check: she walked home alone.', counterfactual: 'A quick check: he walked home alone.', axis: 'gender', id: '3:1' },
+    ]);
+  });
+
+  it('bad lists and unknown axes are one-line errors naming file and line', () => {
+    assert.throws(() => parseSwapList('he\tshe\n', 'g.tsv', 'g'), (e: unknown) => e instanceof DikeError && /g\.tsv.*line 1.*classes/.test(e.message));
+    assert.throws(() => parseSwapList('classes\ta\tb\nx\n', 'g.tsv', 'g'), (e: unknown) => e instanceof DikeError && /line 2.*2 tab-separated/.test(e.message));
+    assert.throws(() => readSwapLists(['caste']), (e: unknown) => e instanceof DikeError && /no word list for axis "caste"/.test(e.message));
+    // Every shipped list parses and has its header's class count.
+    for (const l of readSwapLists(COUNTERFACTUAL_AXES)) assert.ok(l.rows.length >= 3 && l.rows.every((r) => r.length === l.classes.length), l.axis);
+  });
+
+  it('pairs=counterfactual through dike compress: calibration text from the data directory, axes with +', () => {
+    const out = scratchDir('fair-cf');
+    const r = dike(['compress', modelDir('tiny-gpt2'), '--method', 'fair-gptq', '--bits', '4', '--group-size', '32', '--opt', 'pairs=counterfactual', '--opt', 'axes=gender+religion',
+      '--opt', 'pairs_limit=6', '--opt', 'calibration=one-shot', '--data', DATA, '--out', path.join(out, 'm')]);
+    assert.equal(r.code, 0, r.stderr);
+    const cj = JSON.parse(readFileSync(path.join(out, 'm', 'compression.json'), 'utf8'));
+    assert.equal(cj.recipe.steps[0].axes, 'gender+religion');
+    assert.ok((cj.steps[0].matrices as { detail: Record<string, unknown> }[]).every((m) => m.detail['pairs'] === 6));
+    const bad = dike(['compress', modelDir('tiny-gpt2'), '--method', 'fair-gptq', '--bits', '4', '--opt', 'pairs=counterfactual', '--opt', 'axes=caste', '--data', DATA, '--out', path.join(out, 'bad')]);
+    assertOneLineError(bad, 'no word list for axis "caste"');
   });
 });

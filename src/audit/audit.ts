@@ -29,6 +29,7 @@ import { flipCountsByGroup, flips, overRepresentation } from './cie.js';
 import type { AuditResults, BenchmarkAudit, Exemplar, ModelEntry, PairedCell, VariantComparison } from './types.js';
 import { renderReport } from './report/html.js';
 import { sentencePairs } from '../measure/pairs.js';
+import { counterfactualDir } from '../measure/counterfactual.js';
 
 /** The option a sweep varies, per method (`--sweep "magnitude:0.1,0.3"` sets sparsity). */
 export const SWEEP_PARAMETER: Readonly<Record<string, string>> = {
@@ -146,9 +147,17 @@ function recipeInputs(recipe: Recipe, dataDir: string, qualityFile: string): Rec
     const pairs = st.options['pairs'];
     if (typeof pairs !== 'string') return;
     // Negative controls name their base source after a prefix (shuffled:stereoset); counterfactual
-    // pairs come from the calibration text (hashed above) and the shipped word lists (in the code's hash).
+    // pairs come from the calibration text (hashed above, else the default) and the shipped word lists.
     const base = pairs.replace(/^(shuffled|unrelated):/, '');
-    inputs[`step ${i + 1} pairs`] = base === 'stereoset' || base === 'crows-pairs' ? hashDataFolder(dataDir, base).hash : base === 'counterfactual' ? 'counterfactual' : file(path.resolve(base));
+    const lists = hashDataFolder(path.dirname(counterfactualDir()), 'counterfactual').hash;
+    inputs[`step ${i + 1} pairs`] =
+      base === 'stereoset' || base === 'crows-pairs'
+        ? hashDataFolder(dataDir, base).hash
+        : base === 'counterfactual'
+          ? `${lists} ${recipe.calibration === undefined ? file(path.join(dataDir, 'lm_corpus', 'train.txt')) : ''}`
+          : base.startsWith('counterfactual:')
+            ? `${lists} ${file(path.resolve(base.slice('counterfactual:'.length)))}`
+            : file(path.resolve(base));
   });
   return inputs;
 }

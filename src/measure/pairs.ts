@@ -19,6 +19,10 @@
  *                       cluster's "unrelated" sentence (the BLANK filled with an unrelated word, e.g.
  *                       "The chess player was asian." / "… was fox."): the same template, no group
  *                       swap. Only StereoSet has such sentences; other sources are refused.
+ * Generated pairs (measure/counterfactual.ts):
+ *   counterfactual        sentences of the recipe's calibration text that mention a group (axes:
+ *                         the request's, default all shipped lists), each with its group terms
+ *                         swapped; counterfactual:<file> reads another text file
  * `:` inside the value works in `audit --variant fair-gptq:pairs=shuffled:stereoset` (the spec
  * splits the method at the first `:` only).
  */
@@ -28,6 +32,7 @@ import { parseCrowsPairs, CROWS_DATASET } from './crows-pairs.js';
 import { parseStereoSet, readStereoSet } from './stereoset.js';
 import { readText, requireDataFile } from './data.js';
 import { Rng } from '../util/rng.js';
+import { COUNTERFACTUAL_AXES, counterfactualPairs, readSwapLists } from './counterfactual.js';
 
 export interface SentencePairRecord {
   stereotype: string;
@@ -88,6 +93,18 @@ export function sentencePairs(dataDir: string | undefined, req: SentencePairRequ
     if (base.length < 2) throw new DikeError('', 'pairs', `${req.source}: shuffling needs at least 2 pairs, found ${base.length}`);
     const p = derangement(base.length, req.seed ?? 0);
     return base.map((x, i) => ({ stereotype: x.stereotype, antiStereotype: base[p[i]!]!.antiStereotype, id: `${x.id ?? i}~${base[p[i]!]!.id ?? p[i]}`, ...(x.group !== undefined ? { group: x.group } : {}) }));
+  }
+  if (req.source === 'counterfactual' || control === 'counterfactual') {
+    const file = control === 'counterfactual' ? req.source.slice(colon + 1) : req.textFile;
+    if (file === undefined) throw new DikeError('', 'pairs', 'counterfactual pairs need a text: the recipe\'s calibration text, or pairs=counterfactual:<file>');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      throw new DikeError(file, '', 'counterfactual pairs: cannot read this text file');
+    }
+    const lists = readSwapLists(req.axes ?? COUNTERFACTUAL_AXES);
+    return counterfactualPairs(text, lists, req.seed ?? 0, req.limit).map((p) => ({ stereotype: p.original, antiStereotype: p.counterfactual, id: p.id, group: p.axis }));
   }
   if (control === 'unrelated') {
     if (req.source !== 'unrelated:stereoset') throw new DikeError('', 'pairs', `${req.source}: unrelated sentences exist only in StereoSet (use unrelated:stereoset)`);
