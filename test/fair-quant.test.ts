@@ -479,6 +479,9 @@ describe('counterfactual pairs from text (measure/counterfactual.ts)', () => {
     assert.equal(r.code, 0, r.stderr);
     const cj = JSON.parse(readFileSync(path.join(out, 'm', 'compression.json'), 'utf8'));
     assert.equal(cj.recipe.steps[0].axes, 'gender+religion');
+    // A recipe may list the axes.
+    assert.equal(fairGptq.parseOptions({ bits: 4, pairs: 'counterfactual', axes: ['gender', 'age'] }, 'step 1').axes, 'gender+age');
+    assert.throws(() => fairGptq.parseOptions({ bits: 4, axes: [1] }, 'step 1'), (e: unknown) => e instanceof DikeError && /"axes".*list of names/.test(e.message));
     assert.ok((cj.steps[0].matrices as { detail: Record<string, unknown> }[]).every((m) => m.detail['pairs'] === 6));
     const bad = dike(['compress', modelDir('tiny-gpt2'), '--method', 'fair-gptq', '--bits', '4', '--opt', 'pairs=counterfactual', '--opt', 'axes=caste', '--data', DATA, '--out', path.join(out, 'bad')]);
     assertOneLineError(bad, 'no word list for axis "caste"');

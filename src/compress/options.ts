@@ -58,6 +58,18 @@ export class OptionReader {
     return v as T;
   }
 
+  /** A list of names: a YAML/JSON list of strings, or one string separated by `,` or `+`; undefined when absent. */
+  list(key: string): string[] | undefined {
+    this.used.add(key);
+    const v = this.raw[key];
+    if (v === undefined) return undefined;
+    const items = Array.isArray(v) ? v : typeof v === 'string' ? v.split(/[,+]/) : null;
+    if (items === null || items.some((x) => typeof x !== 'string')) this.fail(key, `expected a list of names ("a+b" or [a, b]), found ${JSON.stringify(v)}`);
+    const out = (items as string[]).map((x) => x.trim()).filter((x) => x !== '');
+    if (out.length === 0) this.fail(key, 'expected at least one name');
+    return out;
+  }
+
   /** An N:M pattern such as "2:4". */
   pattern(key: string, fallback?: string): { n: number; m: number } {
     this.used.add(key);

@@ -22,7 +22,8 @@
  *                           (Q − W) Hd (Q − W)ᵀ + Q H_x01 Qᵀ = (Q − W*) H2 (Q − W*)ᵀ + const,
  *                           W* = W·Hd·H2⁻¹ = W − W·H_x01·H2⁻¹       (the exact minimiser, no overshoot)
  *                         so GPTQ runs on target W* with error feedback from H2 (U: H2⁻¹ = UᵀU).
- *                         α = 0 gives plain GPTQ exactly (H2 = Hd, W* = W).
+ *                         α = 0 gives plain GPTQ exactly (H2 = Hd, W* = W). sum_hessians has
+ *                         no effect here.
  *
  * α from a budget (`quality_budget` = b > 0): `alpha` becomes the upper end of a search for the
  * largest α whose model keeps held-out quality (the audit's quality proxy: perplexity for causal,
@@ -320,7 +321,8 @@ export const fairGptq: Method<FairGptqOptions> = {
       ignore: r.str('ignore', 'none'),
       solver: r.oneOf('solver', ['pre-update', 'joint'] as const, 'pre-update'),
       pairs_seed: r.int('pairs_seed', 0, [0, 2 ** 32 - 1]),
-      ...(raw['axes'] !== undefined ? { axes: r.str('axes') } : {}),
+      // axes: "gender+race" (or with commas in a recipe), or a YAML/JSON list; kept as "a+b".
+      ...(raw['axes'] !== undefined ? { axes: r.list('axes')!.join('+') } : {}),
       quality_budget: r.num('quality_budget', 0, [0, 10]),
       quality_lines: r.int('quality_lines', 20, [1, 1 << 20]),
       budget_steps: r.int('budget_steps', 5, [0, 30]),
