@@ -5,7 +5,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DATA, assertOneLineError, dike, loadModelCached as load, modelDir, scratchDir } from './fixtures.js';
 import { derangement, sentencePairs } from '../src/measure/pairs.js';
@@ -13,7 +13,7 @@ import { variantFromMethodSpec } from '../src/audit/audit.js';
 import { Gemm } from '../src/compress/gemm.js';
 import { gptqMatrix, prepareHessian } from '../src/compress/methods/gptq.js';
 import { fairGptq, fairPreUpdate, jointTarget } from '../src/compress/methods/fair-gptq.js';
-import { applyRecipe, parseRecipe } from '../src/compress/recipe.js';
+import { applyRecipe, parseRecipe, readRecipe } from '../src/compress/recipe.js';
 import { Rng } from '../src/util/rng.js';
 import type { InputStats, PairSource } from '../src/compress/types.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
@@ -61,6 +61,17 @@ describe('negative-control pair sources', () => {
     assert.deepEqual(got, want);
     assert.deepEqual(got[0], ['The chess player was asian.', 'The chess player was fox.']);
     assert.throws(() => sentencePairs(DATA, { source: 'unrelated:crows-pairs' }), (e: unknown) => e instanceof DikeError && /only in StereoSet/.test(e.message));
+  });
+
+  it('a YAML recipe takes the new keys (controls, solver, budget, counterfactual axes as a list)', () => {
+    const dir = scratchDir('fair-yaml');
+    const file = path.join(dir, 'r.yaml');
+    writeFileSync(file, 'seed: 0\nsteps:\n  - method: fair-gptq\n    bits: 4\n    pairs: shuffled:stereoset\n    pairs_seed: 3\n    solver: joint\n    quality_budget: 0.02\n  - method: fair-gptq\n    bits: 4\n    pairs: counterfactual\n    axes: [gender, religion]\n');
+    const r = readRecipe(file);
+    const a = fairGptq.parseOptions(r.steps[0]!.options, 'step 1');
+    const b = fairGptq.parseOptions(r.steps[1]!.options, 'step 2');
+    assert.deepEqual([a.pairs, a.pairs_seed, a.solver, a.quality_budget], ['shuffled:stereoset', 3, 'joint', 0.02]);
+    assert.deepEqual([b.pairs, b.axes, b.solver, b.quality_budget], ['counterfactual', 'gender+religion', 'pre-update', 0]);
   });
 
   it('the control names pass through an audit --variant spec unchanged', () => {
