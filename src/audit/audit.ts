@@ -41,6 +41,8 @@ export const SWEEP_PARAMETER: Readonly<Record<string, string>> = {
   rtn: 'bits',
   gptq: 'bits',
   'fair-gptq': 'alpha',
+  'fair-wanda': 'sparsity',
+  'fair-sparsegpt': 'sparsity',
 };
 
 export interface VariantSpec {

@@ -7,6 +7,8 @@ import { fairGptq } from './methods/fair-gptq.js';
 import { dynamicInt8 } from './methods/dynamic-int8.js';
 import { sparsegpt } from './methods/sparsegpt.js';
 import { wanda } from './methods/wanda.js';
+import { fairSparsegpt } from './methods/fair-sparsegpt.js';
+import { fairWanda } from './methods/fair-wanda.js';
 import { nm } from './methods/nm.js';
 import { heads } from './methods/heads.js';
 import { neurons } from './methods/neurons.js';
@@ -20,6 +22,8 @@ export const METHODS: readonly AnyMethod[] = [
   dynamicInt8,
   wanda,
   sparsegpt,
+  fairWanda,
+  fairSparsegpt,
   nm,
   heads,
   neurons,

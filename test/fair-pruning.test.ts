@@ -1,0 +1,244 @@
+/**
+ * Bias-aware pruning (issue 16). Every expected value is computed here by naive float64 code from
+ * explicit token matrices (X, X0, X1), by hand, or by the plain method the fair one must reduce to;
+ * nothing is taken from the method under test.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { DATA, loadModelCached as load } from './fixtures.js';
+import type { LinearInfo } from '../src/model/arch/types.js';
+import { applyRecipe, parseRecipe } from '../src/compress/recipe.js';
+import { Gemm } from '../src/compress/gemm.js';
+import { sparseGptMatrix } from '../src/compress/methods/sparsegpt.js';
+import { fairSparseGptMatrix } from '../src/compress/methods/fair-sparsegpt.js';
+import { fairWandaScores, rowMask } from '../src/compress/methods/fair-wanda.js';
+import { fairGptq, pairCalibration } from '../src/compress/methods/fair-gptq.js';
+import { sentencePairs } from '../src/measure/pairs.js';
+import type { PairSource } from '../src/compress/types.js';
+import { DikeError } from '../src/errors.js';
+
+const pairs: PairSource = (req) => sentencePairs(DATA, req);
+const gemm = new Gemm(1);
+after(() => gemm.dispose());
+
+/** A seeded uniform(−½, ½) stream (LCG), independent of the code under test. */
+function lcg(seed: number): () => number {
+  let s = seed;
+  return () => ((s = (s * 1103515245 + 12345) % 2147483648), s / 2147483648 - 0.5);
+}
+
+/** A tiny layer: W [rows, cols], calibration tokens X (cols × n), and P pairs of aligned tokens X0, X1. */
+function tinyCase(seed: number, rows: number, cols: number, n: number, P: number) {
+  const rnd = lcg(seed);
+  const X = Array.from({ length: n }, () => Array.from({ length: cols }, rnd));
+  for (const x of X) for (let j = 1; j < cols; j++) x[j]! += 0.7 * x[j - 1]!; // correlated inputs
+  const X0 = Array.from({ length: P }, () => Array.from({ length: cols }, rnd));
+  // The pair's second sentence: the first one moved along a fixed "group" direction (plus noise).
+  const dir = Array.from({ length: cols }, rnd);
+  const X1 = X0.map((x) => x.map((v, j) => v + 1.5 * dir[j]! + 0.1 * rnd()));
+  const W = Array.from({ length: rows * cols }, rnd);
+  const gramOf = (vs: number[][]): Float64Array => {
+    const g = new Float64Array(cols * cols);
+    for (const v of vs) for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) g[i * cols + j]! += v[i]! * v[j]!;
+    return g;
+  };
+  const deltas = X0.map((x, p) => x.map((v, j) => v - X1[p]![j]!));
+  return { X, X0, X1, deltas, W, G: gramOf(X), D: gramOf(deltas), rows, cols, n };
+}
+
+/** F(Ŵ) = ‖(W − Ŵ)X‖² + 2α‖ŴΔ‖², from the token vectors themselves. */
+function objective(c: ReturnType<typeof tinyCase>, What: ArrayLike<number>, alpha: number): { rec: number; bias: number; F: number } {
+  let rec = 0;
+  for (const x of c.X) for (let r = 0; r < c.rows; r++) {
+    let y = 0;
+    for (let j = 0; j < c.cols; j++) y += (c.W[r * c.cols + j]! - What[r * c.cols + j]!) * x[j]!;
+    rec += y * y;
+  }
+  let bias = 0;
+  for (const d of c.deltas) for (let r = 0; r < c.rows; r++) {
+    let y = 0;
+    for (let j = 0; j < c.cols; j++) y += What[r * c.cols + j]! * d[j]!;
+    bias += y * y;
+  }
+  return { rec, bias, F: rec + 2 * alpha * bias };
+}
+
+/** Inverse of a symmetric positive-definite matrix (array of rows) by Gauss–Jordan elimination. */
+function inverse(A: number[][]): number[][] {
+  const n = A.length;
+  const a = A.map((r, i) => [...r, ...Array.from({ length: n }, (_, c) => (c === i ? 1 : 0))]);
+  for (let c = 0; c < n; c++) {
+    const p = a[c]![c]!;
+    for (let k = 0; k < 2 * n; k++) a[c]![k]! /= p;
+    for (let r = 0; r < n; r++) if (r !== c) {
+      const f = a[r]![c]!;
+      for (let k = 0; k < 2 * n; k++) a[r]![k]! -= f * a[c]![k]!;
+    }
+  }
+  return a.map((r) => r.slice(n));
+}
+
+/**
+ * Fair SparseGPT written from its derivation, with explicit inverses (no Cholesky, no lazy batches):
+ * H = 2G/n, Hx = 4αD/n, H₂ = H + Hx, λ = frac·mean diag H₂; W* = W·(H + λI)·(H₂ + λI)⁻¹; then the
+ * paper's OBS recursion on W* with H₂ + λI: per block of Bs columns the share of smallest
+ * w² / [H₂[c:, c:]⁻¹]₀₀, and pruning column j moves the row by −w_j / [Hj⁻¹]₀₀ · Hj⁻¹[0, :].
+ */
+function naiveFairSparseGpt(c: ReturnType<typeof tinyCase>, alpha: number, sparsity: number, Bs: number, frac: number): number[] {
+  const { rows, cols, n } = c;
+  const H = Array.from({ length: cols }, (_, i) => Array.from({ length: cols }, (_, j) => (2 * c.G[i * cols + j]!) / n));
+  const H2 = H.map((r, i) => r.map((v, j) => v + (4 * alpha * c.D[i * cols + j]!) / n));
+  const lambda = (frac * H2.reduce((s, r, i) => s + r[i]!, 0)) / cols;
+  for (let i = 0; i < cols; i++) {
+    H[i]![i]! += lambda;
+    H2[i]![i]! += lambda;
+  }
+  const H2inv = inverse(H2);
+  const w: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) {
+      let v = 0;
+      for (let a = 0; a < cols; a++) for (let b = 0; b < cols; b++) v += c.W[r * cols + a]! * H[a]![b]! * H2inv[b]![j]!;
+      w.push(v);
+    }
+  }
+  const inv = Array.from({ length: cols }, (_, j) => inverse(H2.slice(j).map((r) => r.slice(j))));
+  const pruned = new Set<number>();
+  for (let j = 0; j < cols; j++) {
+    if (j % Bs === 0) {
+      const cand: [number, number][] = [];
+      for (let r = 0; r < rows; r++) for (let k = j; k < Math.min(j + Bs, cols); k++) cand.push([w[r * cols + k]! ** 2 / inv[k]![0]![0]!, r * cols + k]);
+      cand.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      const k = Math.round(sparsity * rows * Math.min(j + Bs, cols)) - Math.round(sparsity * rows * j);
+      for (let t = 0; t < k; t++) pruned.add(cand[t]![1]);
+    }
+    for (let r = 0; r < rows; r++) {
+      if (!pruned.has(r * cols + j)) continue;
+      const f = w[r * cols + j]! / inv[j]![0]![0]!;
+      for (let k = j; k < cols; k++) w[r * cols + k]! -= f * inv[j]![0]![k - j]!;
+      w[r * cols + j] = 0;
+    }
+  }
+  return w;
+}
+
+describe('fair-sparsegpt on one matrix', () => {
+  const c = tinyCase(11, 4, 10, 40, 6);
+  const opts = { sparsity: 0.5, blockSize: 128, maskBlockSize: 5, dampeningFrac: 0.01 };
+
+  it('α = 0 is SparseGPT exactly (bit for bit), whatever the pair statistics', async () => {
+    const fair = await fairSparseGptMatrix(gemm, c.W, c.rows, c.cols, c.G, c.D, c.n, 0, opts);
+    const plain = sparseGptMatrix(c.W, c.rows, c.cols, c.G, c.n, opts);
+    assert.deepEqual([...fair.weights], [...plain.weights]);
+  });
+
+  for (const alpha of [0.5, 5]) {
+    it(`α = ${alpha}: equals the derivation with explicit inverses (target W·H·H₂⁻¹, OBS on H₂), and its reported terms the token-level objective`, async () => {
+      const expected = naiveFairSparseGpt(c, alpha, 0.5, 5, 0.01);
+      for (const B of [1, 5, 10, 128]) {
+        const r = await fairSparseGptMatrix(gemm, c.W, c.rows, c.cols, c.G, c.D, c.n, alpha, { ...opts, blockSize: B, maskBlockSize: 5 });
+        for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(r.weights[i]! - expected[i]!) < 1e-9, `B = ${B}: w[${i}] = ${r.weights[i]}, expected ${expected[i]}`);
+        const o = objective(c, r.weights, alpha);
+        assert.ok(Math.abs(r.reconstruction - o.rec) <= 1e-9 * o.rec, `reconstruction ${r.reconstruction} vs ${o.rec}`);
+        assert.ok(Math.abs(r.bias - o.bias) <= 1e-9 * o.bias, `bias ${r.bias} vs ${o.bias}`);
+      }
+    });
+  }
+
+  it('at sparsity 0 the result is the dense minimiser of F: the gradient of the (dampened) objective vanishes', async () => {
+    const alpha = 2;
+    const r = await fairSparseGptMatrix(gemm, c.W, c.rows, c.cols, c.G, c.D, c.n, alpha, { ...opts, sparsity: 0 });
+    // ∂/∂Ŵ [(Ŵ − W)(G + μI)(Ŵ − W)ᵀ + 2α Ŵ D Ŵᵀ] = 2(Ŵ − W)(G + μI) + 4α Ŵ D, μ = λ·n/2 (λ in H = 2G/n scale).
+    const { cols } = c;
+    let trace = 0;
+    for (let j = 0; j < cols; j++) trace += c.G[j * cols + j]! + 2 * alpha * c.D[j * cols + j]!;
+    const mu = (0.01 * trace) / cols;
+    let worst = 0;
+    for (let row = 0; row < c.rows; row++) for (let j = 0; j < cols; j++) {
+      let g = 0;
+      for (let a = 0; a < cols; a++) {
+        const wa = r.weights[row * cols + a]!;
+        g += 2 * (wa - c.W[row * cols + a]!) * (c.G[a * cols + j]! + (a === j ? mu : 0)) + 4 * alpha * wa * c.D[a * cols + j]!;
+      }
+      worst = Math.max(worst, Math.abs(g));
+    }
+    assert.ok(worst < 1e-9, `largest gradient entry ${worst}`);
+    // …and the fairness term is below the dense weights' (the minimiser trades reconstruction for it).
+    assert.ok(objective(c, r.weights, alpha).bias < objective(c, c.W, alpha).bias);
+  });
+});
+
+describe('fair-wanda score', () => {
+  it('hand-made case: W = [1, −2], tokens (1,0), (0,1), (1,1), one pair with Δ = (1, 0), α = 1 → S = [0, 8]; α = 0 → Wanda [√2, 2√2]', () => {
+    const G = Float64Array.from([2, 1, 1, 2]);
+    const D = Float64Array.from([1, 0, 0, 0]);
+    const W = [1, -2];
+    const WD = Float64Array.from([1, 0]);
+    // By hand: F(W) = 2·(WΔ)² = 2. Removing w₀: ‖(1,0)·X‖² = 2, bias 0 → F = 2, S = 0.
+    // Removing w₁: ‖(0,−2)·X‖² = 4·2 = 8, bias 2·1 = 2 → F = 10, S = 8.
+    assert.deepEqual([...fairWandaScores(W, 1, 2, G, D, WD, 1)], [0, 8]);
+    assert.deepEqual([...fairWandaScores(W, 1, 2, G, D, undefined, 0)], [Math.SQRT2, 2 * Math.SQRT2]);
+  });
+
+  it('equals F(W with w_ij removed) − F(W) computed from the tokens, for every weight of a random layer', async () => {
+    const c = tinyCase(5, 3, 8, 25, 4);
+    const alpha = 0.7;
+    const WD = await gemm.product(Float64Array.from(c.W), c.D, c.rows, c.cols, c.cols);
+    const S = fairWandaScores(c.W, c.rows, c.cols, c.G, c.D, WD, alpha);
+    const F0 = objective(c, c.W, alpha).F;
+    for (let i = 0; i < c.W.length; i++) {
+      const What = c.W.slice();
+      What[i] = 0;
+      const expected = objective(c, What, alpha).F - F0;
+      assert.ok(Math.abs(S[i]! - expected) < 1e-10 * (1 + Math.abs(expected)), `S[${i}] = ${S[i]}, expected ${expected}`);
+    }
+  });
+
+  it('α = 0: the mask is Wanda\'s (per row, the lowest |W_ij|·‖X_j‖ computed here)', () => {
+    const c = tinyCase(17, 6, 12, 30, 3);
+    const mask = rowMask(fairWandaScores(c.W, c.rows, c.cols, c.G, c.D, undefined, 0), c.rows, c.cols, { sparsity: 0.5 });
+    for (let r = 0; r < c.rows; r++) {
+      const norms = Array.from({ length: c.cols }, (_, j) => Math.sqrt(c.X.reduce((s, x) => s + x[j]! ** 2, 0)));
+      const order = Array.from({ length: c.cols }, (_, j) => j).sort((a, b) => Math.abs(c.W[r * c.cols + a]!) * norms[a]! - Math.abs(c.W[r * c.cols + b]!) * norms[b]!);
+      const expected = new Set(order.slice(0, 6));
+      for (let j = 0; j < c.cols; j++) assert.equal(mask[r * c.cols + j] === 1, expected.has(j), `row ${r} col ${j}`);
+    }
+  });
+});
+
+describe('fair pruning through a recipe (tiny-gpt2, 8 StereoSet pairs)', () => {
+  const step = (o: Record<string, unknown>) => parseRecipe(JSON.stringify({ seed: 0, steps: [{ pairs: 'stereoset', pairs_limit: 8, calibration: 'one-shot', ...o }] }), 'fair.json');
+  const ckpt = () => load('tiny-gpt2');
+  const pairSet = () => pairCalibration({ model: ckpt(), pairs }, fairGptq.parseOptions({ bits: 4, pairs: 'stereoset', pairs_limit: 8 }, 't'), 't');
+  const targets = (): LinearInfo[] => ckpt().family.linears(ckpt().config, ckpt().task).filter((l: LinearInfo) => l.layer >= 0);
+
+  for (const [fair, plain] of [['fair-sparsegpt', 'sparsegpt'], ['fair-wanda', 'wanda']] as const) {
+    it(`${fair} with α = 0 equals ${plain} calibrated on the same pair sentences; α = 5 keeps the sparsity and lowers ‖ŴΔ‖²`, async () => {
+      const f0 = await applyRecipe(ckpt(), step({ method: fair, sparsity: 0.5, alpha: 0 }), { pairs, threads: 1 });
+      const p0 = await applyRecipe(ckpt(), step({ method: plain, sparsity: 0.5, pairs: undefined, pairs_limit: undefined }), { calibration: pairSet(), threads: 1 });
+      for (const t of targets()) assert.deepEqual([...f0.params.get(t.weight)!.data], [...p0.params.get(t.weight)!.data], t.weight);
+      const f5 = await applyRecipe(ckpt(), step({ method: fair, sparsity: 0.5, alpha: 5 }), { pairs, threads: 1 });
+      let b0 = 0;
+      let b5 = 0;
+      for (const [i, r] of f5.reports[0]!.entries()) {
+        const t = targets().find((x) => x.weight === r.weight)!;
+        const n = Math.round(0.5 * t.inDim * t.outDim);
+        assert.equal(f5.params.get(t.weight)!.data.filter((v) => v === 0).length >= n, true, t.weight);
+        b5 += r.detail!['bias_QdX_sq'] as number;
+        b0 += f0.reports[0]![i]!.detail!['bias_QdX_sq'] as number;
+      }
+      assert.ok(b5 < b0, `Σ‖ŴΔ‖²: α = 5 gives ${b5}, α = 0 gives ${b0}`);
+    });
+  }
+
+  it('bad options are one-line errors naming the step and key', () => {
+    for (const [o, re] of [
+      [{ method: 'fair-sparsegpt', sparsity: 0.5, alpha: -1 }, /"alpha".*must be in/],
+      [{ method: 'fair-wanda', sparsity: 0.5, select_layers: 'middle' }, /"select_layers"/],
+      [{ method: 'fair-wanda' }, /needs "sparsity"/],
+      [{ method: 'fair-sparsegpt', sparsity: 0.5, colour: 1 }, /"colour".*unknown option/],
+    ] as const) {
+      assert.throws(() => step(o), (e: unknown) => e instanceof DikeError && re.test(e.message) && !e.message.includes('\n'), JSON.stringify(o));
+    }
+  });
+});
