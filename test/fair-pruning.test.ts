@@ -16,6 +16,13 @@ import { fairGptq, pairCalibration } from '../src/compress/methods/fair-gptq.js'
 import { sentencePairs } from '../src/measure/pairs.js';
 import type { PairSource } from '../src/compress/types.js';
 import { DikeError } from '../src/errors.js';
+import { selectFairHeads, selectFasp } from '../src/compress/methods/fair-heads.js';
+import { scoreTexts } from '../src/score/text.js';
+import { ModelRunner } from '../src/runtime/session.js';
+import type { Param } from '../src/model/checkpoint.js';
+import path from 'node:path';
+
+const CORPUS_FILE = path.join(DATA, 'lm_corpus', 'train.txt');
 
 const pairs: PairSource = (req) => sentencePairs(DATA, req);
 const gemm = new Gemm(1);
@@ -240,5 +247,95 @@ describe('fair pruning through a recipe (tiny-gpt2, 8 StereoSet pairs)', () => {
     ] as const) {
       assert.throws(() => step(o), (e: unknown) => e instanceof DikeError && re.test(e.message) && !e.message.includes('\n'), JSON.stringify(o));
     }
+  });
+});
+
+describe('bias-aware head pruning: selection on hand-made tables', () => {
+  // Two layers of three heads: importance I (loss increase when masked) and bias contribution C.
+  const I = [[0.1, 0.5, 0.2], [0.3, 0.05, 0.4]];
+  const C = [[0.05, 0.3, -0.1], [0.2, 0.1, 0]];
+
+  it('fair-heads prunes the lowest I − λC per layer or globally; λ = 0 is importance alone', () => {
+    // λ = 0: layer 0 lowest I is head 0 (0.1), layer 1 head 1 (0.05).
+    assert.deepEqual(selectFairHeads(I, C, 0, { count: 1 }, false), [[0], [1]]);
+    // λ = 2: layer 0 scores [0, −0.1, 0.4] → head 1; layer 1 [−0.1, −0.15, 0.4] → head 1.
+    assert.deepEqual(selectFairHeads(I, C, 2, { count: 1 }, false), [[1], [1]]);
+    // λ = 2, global, 3 of 6: −0.15 (1,1), −0.1 (0,1), −0.1 (1,0) → the tie at −0.1 goes by layer.
+    assert.deepEqual(selectFairHeads(I, C, 2, { count: 3 }, true).map((r) => r.sort()), [[1], [0, 1]]);
+    // fraction 1/3 of 3 heads per layer = 1.
+    assert.deepEqual(selectFairHeads(I, C, 2, { fraction: 1 / 3 }, false), [[1], [1]]);
+  });
+
+  it('fasp keeps the round(γN) most important heads, then prunes the largest bias contributions', () => {
+    // γ = 0.5 of 6 → 3 critical: (0,1) 0.5, (1,2) 0.4, (1,0) 0.3 — among them the two largest C.
+    // Left: (0,0) C 0.05, (0,2) −0.1, (1,1) 0.1 → pruning 2 takes (1,1), then (0,0).
+    const r = selectFasp(I, C, 0.5, { count: 2 });
+    assert.deepEqual(r.critical, [[0, 1], [1, 2], [1, 0]]);
+    assert.deepEqual(r.pruned, [[0], [1]]);
+    // γ = 0: no exclusion, the two largest C overall: (0,1) 0.3 and (1,0) 0.2.
+    assert.deepEqual(selectFasp(I, C, 0, { count: 2 }).pruned, [[1], [0]]);
+    assert.throws(() => selectFasp(I, C, 0.5, { count: 4 }), (e: unknown) => e instanceof DikeError && /only 3 remain/.test(e.message));
+  });
+});
+
+describe('bias-aware head pruning on tiny-gpt2 (2 layers × 4 heads, 8 StereoSet pairs)', () => {
+  const recipe = (o: Record<string, unknown>) =>
+    parseRecipe(JSON.stringify({ seed: 0, calibration: { file: CORPUS_FILE, samples: 4, seq_len: 24 }, steps: [{ pairs: 'stereoset', pairs_limit: 8, ...o }] }), 'heads.json');
+
+  /** The model with head h of layer l masked (its c_proj input rows zeroed: GPT-2's Conv1D is [in, out]). */
+  const withHeadMasked = (params: Map<string, Param>, l: number, h: number): Map<string, Param> => {
+    const name = `transformer.h.${l}.attn.c_proj.weight`;
+    const p = params.get(name)!;
+    const data = p.data.slice();
+    const [, out] = p.shape as [number, number];
+    for (let i = h * 16; i < (h + 1) * 16; i++) data.fill(0, i * out, (i + 1) * out);
+    return new Map(params).set(name, { ...p, data });
+  };
+
+  /** |mean gap| over the pairs, with score/text.ts (its own tokenization and BOS rule). */
+  const absGap = async (params: Map<string, Param>): Promise<number> => {
+    const ckpt = load('tiny-gpt2');
+    const runner = await ModelRunner.create({ ...ckpt, params }, { threads: 1 });
+    try {
+      const ps = pairs({ source: 'stereoset', limit: 8 });
+      const s = await scoreTexts(ckpt, runner, ps.map((p) => p.stereotype));
+      const a = await scoreTexts(ckpt, runner, ps.map((p) => p.antiStereotype));
+      return Math.abs(s.reduce((acc, x, k) => acc + x.total - a[k]!.total, 0) / ps.length);
+    } finally {
+      await runner.dispose();
+    }
+  };
+
+  it('fair-heads: recorded contributions equal |gap| − |gap without the head| scored independently; λ = 0 prunes as heads (ablation)', async () => {
+    const ckpt = load('tiny-gpt2');
+    const f = await applyRecipe(ckpt, recipe({ method: 'fair-heads', count: 1, lambda: 0 }), { pairs, threads: 1 });
+    const h = await applyRecipe(ckpt, recipe({ method: 'heads', count: 1, importance: 'ablation', pairs: undefined, pairs_limit: undefined }), { pairs, threads: 1 });
+    for (const [name, p] of h.params) assert.deepEqual([...f.params.get(name)!.data], [...p.data], name);
+    const r = f.reports[0]!.find((x) => x.weight === 'transformer.h.0.attn.c_proj.weight')!;
+    const dense = await absGap(ckpt.params);
+    for (let head = 0; head < 4; head++) {
+      const expected = dense - (await absGap(withHeadMasked(ckpt.params, 0, head)));
+      const got = r.detail![`bias_contribution_h${head}`] as number;
+      assert.ok(Math.abs(got - expected) < 1e-4 * (1 + Math.abs(expected)), `head ${head}: ${got} vs ${expected}`);
+    }
+  });
+
+  it('a head already zeroed has importance 0 and contribution 0 exactly; fasp (γ = 0.5) prunes the largest contribution outside its critical heads', async () => {
+    const ckpt = load('tiny-gpt2');
+    const pre = { ...ckpt, params: withHeadMasked(ckpt.params, 1, 2) };
+    // Layer 1 only: N = 4 heads, round(0.5 · 4) = 2 critical, 1 pruned.
+    const r = await applyRecipe(pre, recipe({ method: 'fasp', count: 1, gamma: 0.5, scope: { layers: [1] } }), { pairs, threads: 1 });
+    const rep = r.reports[0]!.find((x) => x.weight === 'transformer.h.1.attn.c_proj.weight')!;
+    const table = (k: string) => [0, 1, 2, 3].map((hh) => rep.detail![`${k}_h${hh}`] as number);
+    const I = table('importance');
+    const C = table('bias_contribution');
+    assert.equal(I[2], 0);
+    assert.equal(C[2], 0);
+    // The expected choice, from the recorded tables by the paper's rule written out here.
+    const byImportance = [0, 1, 2, 3].sort((a, b) => I[b]! - I[a]! || a - b);
+    const critical = byImportance.slice(0, 2);
+    assert.deepEqual(String(rep.detail!['critical_heads']).split(','), critical.map((hh) => `1.${hh}`));
+    const rest = [0, 1, 2, 3].filter((hh) => !critical.includes(hh)).sort((a, b) => C[b]! - C[a]! || a - b);
+    assert.equal(rep.detail!['pruned_heads'], String(rest[0]));
   });
 });

@@ -43,6 +43,8 @@ export const SWEEP_PARAMETER: Readonly<Record<string, string>> = {
   'fair-gptq': 'alpha',
   'fair-wanda': 'sparsity',
   'fair-sparsegpt': 'sparsity',
+  'fair-heads': 'fraction',
+  fasp: 'fraction',
 };
 
 export interface VariantSpec {

@@ -11,6 +11,7 @@ import { fairSparsegpt } from './methods/fair-sparsegpt.js';
 import { fairWanda } from './methods/fair-wanda.js';
 import { nm } from './methods/nm.js';
 import { heads } from './methods/heads.js';
+import { fairHeads, fasp } from './methods/fair-heads.js';
 import { neurons } from './methods/neurons.js';
 import { layers } from './methods/layers.js';
 
@@ -26,6 +27,8 @@ export const METHODS: readonly AnyMethod[] = [
   fairSparsegpt,
   nm,
   heads,
+  fairHeads,
+  fasp,
   neurons,
   layers,
 ];
