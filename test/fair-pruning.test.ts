@@ -21,6 +21,9 @@ import { scoreTexts } from '../src/score/text.js';
 import { ModelRunner } from '../src/runtime/session.js';
 import type { Param } from '../src/model/checkpoint.js';
 import path from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { allocateBits, bySensitivity } from '../src/compress/methods/mixed-precision.js';
 
 const CORPUS_FILE = path.join(DATA, 'lm_corpus', 'train.txt');
 
@@ -337,5 +340,88 @@ describe('bias-aware head pruning on tiny-gpt2 (2 layers × 4 heads, 8 StereoSet
     assert.deepEqual(String(rep.detail!['critical_heads']).split(','), critical.map((hh) => `1.${hh}`));
     const rest = [0, 1, 2, 3].filter((hh) => !critical.includes(hh)).sort((a, b) => C[b]! - C[a]! || a - b);
     assert.equal(rep.detail!['pruned_heads'], String(rest[0]));
+  });
+});
+
+describe('bias-aware mixed precision', () => {
+  it('allocation on a hand-made sensitivity table: by decreasing sensitivity, each unit that fits the high-bit budget', () => {
+    const units = [
+      { label: 'A', weights: ['a'], params: 100, sensitivity: 0.5 },
+      { label: 'B', weights: ['b'], params: 300, sensitivity: 0.9 },
+      { label: 'C', weights: ['c'], params: 100, sensitivity: 0.1 },
+      { label: 'D', weights: ['d'], params: 500, sensitivity: 0 },
+    ];
+    assert.deepEqual(bySensitivity(units).map((u) => u.label), ['B', 'A', 'C', 'D']);
+    // avg 5 of 8/4 over 1000 weights: budget (5 − 4)·1000/4 = 250; B (300) does not fit, A and C do.
+    assert.deepEqual(allocateBits(bySensitivity(units), 8, 4, 5), { high: ['A', 'C'], avgBits: (200 * 8 + 800 * 4) / 1000 });
+    // avg 6: budget 500 = B + A + C exactly, so the average is 6 as stated.
+    assert.deepEqual(allocateBits(bySensitivity(units), 8, 4, 6), { high: ['B', 'A', 'C'], avgBits: 6 });
+    // avg = low: nothing at high bits.
+    assert.deepEqual(allocateBits(bySensitivity(units), 8, 4, 4), { high: [], avgBits: 4 });
+  });
+
+  describe('on tiny-gpt2 with a hand-written locate.json', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'dike-mixed-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+    const w = (l: number, m: string) => `transformer.h.${l}.${m}.weight`;
+    const unit = (label: string, weights: string[], predicted: number) => ({ unit: label, weights, predicted, score_delta: predicted / 2 });
+    const bench = (name: string) => ({
+      benchmark: name,
+      units: [
+        unit('L0.attention', [w(0, 'attn.c_attn'), w(0, 'attn.c_proj')], 0.3),
+        unit('L0.ffn', [w(0, 'mlp.c_fc'), w(0, 'mlp.c_proj')], -0.1),
+        unit('L1.attention', [w(1, 'attn.c_attn'), w(1, 'attn.c_proj')], -0.5),
+        unit('L1.ffn', [w(1, 'mlp.c_fc'), w(1, 'mlp.c_proj')], 0.05),
+      ],
+    });
+    const one = path.join(dir, 'locate.json');
+    const two = path.join(dir, 'locate2.json');
+    writeFileSync(one, JSON.stringify({ benchmarks: [bench('crows-pairs')] }));
+    writeFileSync(two, JSON.stringify({ benchmarks: [bench('crows-pairs'), bench('stereoset')] }));
+    const recipe = (o: Record<string, unknown>) => parseRecipe(JSON.stringify({ seed: 0, steps: [{ method: 'mixed-precision', ...o }] }), 'mixed.json');
+
+    it('the two attention modules (largest |predicted|) get 8 bits, the FFNs 4, at the stated average 4 + 4·(2·16384)/98304; each matrix equals RTN at its width', async () => {
+      const ckpt = load('tiny-gpt2');
+      // Attention per block: c_attn 64×192 + c_proj 64×64 = 16384 weights; FFN: 2 × 64×256 = 32768.
+      const r = await applyRecipe(ckpt, recipe({ locate: one, avg_bits: 5.34, group_size: 32 }), { threads: 1 });
+      const r8 = await applyRecipe(ckpt, parseRecipe(JSON.stringify({ steps: [{ method: 'rtn', bits: 8, group_size: 32 }] }), 'r8.json'));
+      const r4 = await applyRecipe(ckpt, parseRecipe(JSON.stringify({ steps: [{ method: 'rtn', bits: 4, group_size: 32 }] }), 'r4.json'));
+      let weighted = 0;
+      let total = 0;
+      for (const rep of r.reports[0]!) {
+        const expected = rep.weight.includes('.attn.') ? 8 : 4;
+        assert.equal(rep.bits, expected, rep.weight);
+        assert.equal(r.quantized.get(rep.weight)!.bits, expected);
+        assert.deepEqual([...r.params.get(rep.weight)!.data], [...(expected === 8 ? r8 : r4).params.get(rep.weight)!.data], rep.weight);
+        const n = ckpt.params.get(rep.weight)!.data.length;
+        weighted += expected * n;
+        total += n;
+      }
+      assert.equal(total, 98304);
+      assert.equal(weighted / total, 4 + (4 * 32768) / 98304);
+      assert.ok(r.reports[0]!.every((x) => x.detail!['avg_bits'] === weighted / total));
+    });
+
+    it('order=random is the same-size baseline (seeded, at most the stated average); sensitivity=measured reads score_delta', async () => {
+      const ckpt = load('tiny-gpt2');
+      const a = await applyRecipe(ckpt, recipe({ order: 'random', avg_bits: 6 }), { threads: 1 });
+      const b = await applyRecipe(ckpt, recipe({ order: 'random', avg_bits: 6 }), { threads: 1 });
+      assert.deepEqual(a.reports[0]!.map((x) => x.bits), b.reports[0]!.map((x) => x.bits));
+      const avg = a.reports[0]![0]!.detail!['avg_bits'] as number;
+      assert.ok(avg <= 6 && avg >= 4, String(avg));
+      // |score_delta| = |predicted| / 2 per unit, in forward order (L0 attention, L0 FFN, L1 attention, L1 FFN).
+      const m = await applyRecipe(ckpt, recipe({ locate: one, sensitivity: 'measured', avg_bits: 5.34 }), { threads: 1 });
+      assert.deepEqual(m.reports[0]!.map((x) => x.detail!['sensitivity']), [0.15, 0.15, 0.05, 0.05, 0.25, 0.25, 0.025, 0.025]);
+    });
+
+    it('bad input: several benchmarks without benchmark=, a missing file, order=bias without locate — one line each', async () => {
+      const ckpt = load('tiny-gpt2');
+      await assert.rejects(applyRecipe(ckpt, recipe({ locate: two, avg_bits: 5 })), (e: unknown) => e instanceof DikeError && /crows-pairs, stereoset: name one with the option benchmark/.test(e.message) && !e.message.includes('\n'));
+      await assert.rejects(applyRecipe(ckpt, recipe({ locate: path.join(dir, 'nope.json'), avg_bits: 5 })), (e: unknown) => e instanceof DikeError && /file not found/.test(e.message));
+      assert.throws(() => recipe({ avg_bits: 5 }), (e: unknown) => e instanceof DikeError && /"locate"/.test(e.message));
+      assert.throws(() => recipe({ locate: one, avg_bits: 9 }), (e: unknown) => e instanceof DikeError && /"avg_bits".*must be in \[4, 8\]/.test(e.message));
+      const ok = await applyRecipe(ckpt, recipe({ locate: two, benchmark: 'stereoset', avg_bits: 4 }));
+      assert.ok(ok.reports[0]!.every((x) => x.bits === 4));
+    });
   });
 });

@@ -45,6 +45,7 @@ export const SWEEP_PARAMETER: Readonly<Record<string, string>> = {
   'fair-sparsegpt': 'sparsity',
   'fair-heads': 'fraction',
   fasp: 'fraction',
+  'mixed-precision': 'avg_bits',
 };
 
 export interface VariantSpec {
@@ -146,8 +147,10 @@ function recipeInputs(recipe: Recipe, dataDir: string): Record<string, string> {
   if (recipe.calibrationTokens !== undefined) inputs['calibration_tokens'] = file(recipe.calibrationTokens.file);
   recipe.steps.forEach((st, i) => {
     const pairs = st.options['pairs'];
-    if (typeof pairs !== 'string') return;
-    inputs[`step ${i + 1} pairs`] = pairs === 'stereoset' || pairs === 'crows-pairs' ? hashDataFolder(dataDir, pairs).hash : file(path.resolve(pairs));
+    if (typeof pairs === 'string') inputs[`step ${i + 1} pairs`] = pairs === 'stereoset' || pairs === 'crows-pairs' ? hashDataFolder(dataDir, pairs).hash : file(path.resolve(pairs));
+    // mixed-precision's sensitivity table (a locate.json).
+    const locate = st.options['locate'];
+    if (typeof locate === 'string') inputs[`step ${i + 1} locate`] = file(path.resolve(locate));
   });
   return inputs;
 }

@@ -2,6 +2,7 @@
 import type { AnyMethod } from './types.js';
 import { magnitude } from './methods/magnitude.js';
 import { rtn } from './methods/rtn.js';
+import { mixedPrecision } from './methods/mixed-precision.js';
 import { gptq } from './methods/gptq.js';
 import { fairGptq } from './methods/fair-gptq.js';
 import { dynamicInt8 } from './methods/dynamic-int8.js';
@@ -18,6 +19,7 @@ import { layers } from './methods/layers.js';
 export const METHODS: readonly AnyMethod[] = [
   magnitude,
   rtn,
+  mixedPrecision,
   gptq,
   fairGptq,
   dynamicInt8,
