@@ -49,6 +49,17 @@ export interface DistillTerms {
   /** Hidden-state MSE: student layer → teacher layer (HF hidden-state indices), weighted by `hiddenWeight`. */
   hiddenPairs?: [number, number][];
   hiddenWeight?: number;
+  /**
+   * Counterfactual gap penalty (fair distillation, issue 16): K sentence pairs (stereotype,
+   * anti-stereotype) sit in the batch; g_k = log P_s(stereotype_k) − log P_s(anti_k) is the student's
+   * gap, t_k the teacher's (host-computed), and the loss gains
+   *   (weight / K) · Σ_k max(0, g_k² − t_k²)
+   * — only the part of the student's gap beyond the teacher's is penalised. Inputs: cf_rows,
+   * cf_targets [rows] (int64, like rows/targets: the scored positions of the pair sentences),
+   * cf_matrix [pairs, rows] (+1 on sentence k's stereotype rows, −1 on its anti-stereotype rows,
+   * 0 on padding) and cf_teacher_gap [pairs].
+   */
+  counterfactual?: { weight: number; pairs: number; rows: number };
 }
 
 export interface TrainStepSpec {
@@ -117,6 +128,7 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
         total = b.add(total, b.mul(b.reduceSum(b.mul(diff, diff), [0, 1, 2], false), scale));
       }
     }
+    if (d.counterfactual !== undefined && d.counterfactual.weight !== 0) total = b.add(total, counterfactualPenalty(b, m, flat, d.counterfactual));
     return total;
   });
 
@@ -190,6 +202,23 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
   });
   foldConstants(g, facts);
   return { graph: g, trained, frozen, decayed };
+}
+
+/**
+ * (weight / K) · Σ_k max(0, g_k² − t_k²), g = cf_matrix · lp, lp_r = log softmax(head(h[cf_rows_r]))[cf_targets_r]
+ * (see DistillTerms.counterfactual). `flat` is the last hidden state as [B·S, H].
+ */
+function counterfactualPenalty(b: GraphBuilder, m: ModelForTraining, flat: string, cf: { weight: number; pairs: number; rows: number }): string {
+  const rows = b.input('cf_rows', 'int64', [cf.rows]);
+  const targets = b.input('cf_targets', 'int64', [cf.rows]);
+  const M = b.input('cf_matrix', 'float32', [cf.pairs, cf.rows]);
+  const t = b.input('cf_teacher_gap', 'float32', [cf.pairs]);
+  const logits = m.family.head(b, m.config, m.task, b.gather(flat, rows));
+  const [nll] = b.node('SoftmaxCrossEntropyLoss', [logits, targets], { reduction: 'none' }, 2); // −lp, [rows]
+  const [col] = b.node('MatMul', [M, b.unsqueeze(b.neg(nll!), [1])]); // [pairs, 1]
+  const gap = b.reshape(col!, b.ints([cf.pairs]));
+  const excess = b.node('Relu', [b.sub(b.mul(gap, gap), b.mul(t, t))])[0]!;
+  return b.mul(b.reduceSum(excess, [0], false), b.scalar(cf.weight / cf.pairs));
 }
 
 /** Host-side AdamW scalars for update t (1-based) at learning rate lr, in float64 as torch computes them. */
