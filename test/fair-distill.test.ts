@@ -1,12 +1,16 @@
 /**
- * Fair distillation's counterfactual gap penalty in the training step (step.ts, DistillTerms.counterfactual):
+ * Fair distillation's counterfactual gap penalty in the training step (step.ts, TrainStepSpec.counterfactual):
  * (β/K) Σ_k max(0, g_k² − t_k²), g_k the student's log P(stereotype_k) − log P(anti_k). Its value is
  * checked against the sentence log-probs that score/text.ts computes by ordinary inference, and its
  * gradient against central finite differences of the step graph's own loss along the gradient.
  */
 import { after, describe, it } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { train, type TrainSettings } from '../src/train/loop.js';
 import assert from 'node:assert/strict';
-import { DATA, loadModelCached as load } from './fixtures.js';
+import { DATA, loadModelCached as load, modelDir, dike, assertOneLineError } from './fixtures.js';
 import { sentencePairs } from '../src/measure/pairs.js';
 import { ModelRunner } from '../src/runtime/session.js';
 import { causalBos, scoreTexts } from '../src/score/text.js';
@@ -55,7 +59,7 @@ describe('counterfactual gap penalty (tiny-gpt2, 3 StereoSet pairs in one batch)
   const get = async (): Promise<TrainSession> =>
     (session ??= await TrainSession.create(
       ckpt,
-      { batch: B, seq: S, rows: ROW_BUCKET, optimizer: 'grads', distill: { temperature: 1, kdWeight: 0, ceWeight: 0, counterfactual: { weight: BETA, pairs: K, rows: Rc } } },
+      { batch: B, seq: S, rows: ROW_BUCKET, optimizer: 'grads', distill: { temperature: 1, kdWeight: 0, ceWeight: 0 }, counterfactual: { weight: BETA, pairs: K, rows: Rc } },
       1,
     ));
 
@@ -111,4 +115,50 @@ describe('counterfactual gap penalty (tiny-gpt2, 3 StereoSet pairs in one batch)
       assert.ok(Math.abs(fd - norm) <= 1e-3 * norm, `finite differences ${fd}, autodiff ${norm}`);
     });
   }
+});
+
+describe('the penalty in a training run (dike train --cf-pairs)', () => {
+  const work = mkdtempSync(path.join(tmpdir(), 'dike-cf-'));
+  after(() => rmSync(work, { recursive: true, force: true }));
+  const settings = (cf?: TrainSettings['counterfactual']): TrainSettings => ({
+    objective: 'causal-lm',
+    data: [path.join(DATA, 'lm_corpus', 'train.txt')],
+    seq: 32,
+    batch: 2,
+    steps: 1,
+    schedule: { peak: 1e-3, warmup: 0, decay: 'constant', minRatio: 1 },
+    adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-6, weightDecay: 0.01, maxGradNorm: 1 },
+    seed: 0,
+    mlmProbability: 0.15,
+    checkpointEvery: 0,
+    freeze: [],
+    keepSparsity: false,
+    dtype: 'F32',
+    threads: 1,
+    ...(cf ? { counterfactual: cf } : {}),
+  });
+
+  it('the first step\'s loss is the plain loss plus (β/P) Σ g² of the step\'s pairs (no teacher: t = 0), g scored independently', async () => {
+    const ckpt = load('tiny-gpt2');
+    const pairs = sentencePairs(DATA, { source: 'stereoset', limit: 2 });
+    const beta = 0.7;
+    const plain = await train(ckpt, settings(), path.join(work, 'plain'), { tokenizerDir: modelDir('tiny-gpt2') });
+    const fair = await train(ckpt, settings({ source: 'stereoset', limit: 2, perStep: 2, weight: beta }), path.join(work, 'fair'), { tokenizerDir: modelDir('tiny-gpt2'), pairs });
+    const runner = await ModelRunner.create(ckpt, { threads: 1 });
+    let expected = 0;
+    try {
+      const s = await scoreTexts(ckpt, runner, pairs.flatMap((p) => [p.stereotype, p.antiStereotype]));
+      for (let k = 0; k < 2; k++) expected += (beta / 2) * (s[2 * k]!.total - s[2 * k + 1]!.total) ** 2;
+    } finally {
+      await runner.dispose();
+    }
+    const got = fair.losses[0]! - plain.losses[0]!;
+    // Both losses are float32 sums near 11 (≈ 1e-6 absolute apart for the text rows); the penalty is O(1).
+    assert.ok(Math.abs(got - expected) <= 1e-4 * expected, `penalty ${got}, expected ${expected}`);
+  });
+
+  it('the CLI refuses the penalty for a masked LM in one line', () => {
+    const r = dike(['train', '--model', modelDir('tiny-bert-mlm'), '--data', path.join(DATA, 'lm_corpus', 'train.txt'), '--steps', '1', '--cf-pairs', 'stereoset', '--pairs-data', DATA, '--out', path.join(work, 'mlm')]);
+    assertOneLineError(r, 'counterfactual penalty', 'causal LM');
+  });
 });

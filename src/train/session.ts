@@ -21,7 +21,7 @@ export interface StepBatch {
   teacherLogits?: Float32Array;
   teacherHidden?: ReadonlyMap<number, Float32Array>;
   hiddenScale?: number;
-  /** Counterfactual gap penalty inputs (DistillTerms.counterfactual). */
+  /** Counterfactual gap penalty inputs (TrainStepSpec.counterfactual). */
   cfRows?: BigInt64Array;
   cfTargets?: BigInt64Array;
   cfMatrix?: Float32Array;
@@ -131,7 +131,7 @@ export class TrainSession {
         }
       }
     }
-    const cf = d?.counterfactual;
+    const cf = this.spec.counterfactual;
     if (cf !== undefined && cf.weight !== 0) {
       if (x.cfRows === undefined || x.cfTargets === undefined || x.cfMatrix === undefined || x.cfTeacherGap === undefined) throw new Error('counterfactual penalty step without its pair rows, matrix and teacher gaps');
       f['cf_rows'] = new ort.Tensor('int64', x.cfRows, [cf.rows]);

@@ -49,17 +49,6 @@ export interface DistillTerms {
   /** Hidden-state MSE: student layer → teacher layer (HF hidden-state indices), weighted by `hiddenWeight`. */
   hiddenPairs?: [number, number][];
   hiddenWeight?: number;
-  /**
-   * Counterfactual gap penalty (fair distillation, issue 16): K sentence pairs (stereotype,
-   * anti-stereotype) sit in the batch; g_k = log P_s(stereotype_k) − log P_s(anti_k) is the student's
-   * gap, t_k the teacher's (host-computed), and the loss gains
-   *   (weight / K) · Σ_k max(0, g_k² − t_k²)
-   * — only the part of the student's gap beyond the teacher's is penalised. Inputs: cf_rows,
-   * cf_targets [rows] (int64, like rows/targets: the scored positions of the pair sentences),
-   * cf_matrix [pairs, rows] (+1 on sentence k's stereotype rows, −1 on its anti-stereotype rows,
-   * 0 on padding) and cf_teacher_gap [pairs].
-   */
-  counterfactual?: { weight: number; pairs: number; rows: number };
 }
 
 export interface TrainStepSpec {
@@ -75,6 +64,17 @@ export interface TrainStepSpec {
   optimizer: AdamWSettings | 'grads';
   /** Distillation terms (teacher logits and hidden states become inputs). */
   distill?: DistillTerms;
+  /**
+   * Counterfactual gap penalty (fair distillation and repair, issue 16): K sentence pairs (stereotype,
+   * anti-stereotype) sit in the batch; g_k = log P_s(stereotype_k) − log P_s(anti_k) is the student's
+   * gap, t_k the teacher's (host-computed; 0 without a teacher), and the loss gains
+   *   (weight / K) · Σ_k max(0, g_k² − t_k²)
+   * — only the part of the student's gap beyond the teacher's is penalised. Inputs: cf_rows,
+   * cf_targets [rows] (int64, like rows/targets: the scored positions of the pair sentences),
+   * cf_matrix [pairs, rows] (+1 on sentence k's stereotype rows, −1 on its anti-stereotype rows,
+   * 0 on padding) and cf_teacher_gap [pairs].
+   */
+  counterfactual?: { weight: number; pairs: number; rows: number };
 }
 
 export interface TrainStepGraph {
@@ -109,7 +109,9 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
       return b.reduceSum(b.mul(perRow!, weights), [0], false);
     };
     const d = spec.distill;
-    if (d === undefined) return crossEntropy();
+    const cf = spec.counterfactual;
+    const withPenalty = (x: string): string => (cf !== undefined && cf.weight !== 0 ? b.add(x, counterfactualPenalty(b, m, flat, cf)) : x);
+    if (d === undefined) return withPenalty(crossEntropy());
     const teacher = b.input('teacher_logits', 'float32', [R, V]);
     const invT = b.scalar(1 / d.temperature);
     const logPt = b.logSoftmax(b.mul(teacher, invT), -1);
@@ -128,8 +130,7 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
         total = b.add(total, b.mul(b.reduceSum(b.mul(diff, diff), [0, 1, 2], false), scale));
       }
     }
-    if (d.counterfactual !== undefined && d.counterfactual.weight !== 0) total = b.add(total, counterfactualPenalty(b, m, flat, d.counterfactual));
-    return total;
+    return withPenalty(total);
   });
 
   // Parameters used by the graph become inputs (trained) or stay initializers (frozen).
@@ -206,7 +207,7 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
 
 /**
  * (weight / K) · Σ_k max(0, g_k² − t_k²), g = cf_matrix · lp, lp_r = log softmax(head(h[cf_rows_r]))[cf_targets_r]
- * (see DistillTerms.counterfactual). `flat` is the last hidden state as [B·S, H].
+ * (see TrainStepSpec.counterfactual). `flat` is the last hidden state as [B·S, H].
  */
 function counterfactualPenalty(b: GraphBuilder, m: ModelForTraining, flat: string, cf: { weight: number; pairs: number; rows: number }): string {
   const rows = b.input('cf_rows', 'int64', [cf.rows]);
