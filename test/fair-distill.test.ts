@@ -157,6 +157,27 @@ describe('the penalty in a training run (dike train --cf-pairs)', () => {
     assert.ok(Math.abs(got - expected) <= 1e-4 * expected, `penalty ${got}, expected ${expected}`);
   });
 
+  it('group re-weighting: the first step\'s penalty is (β/P) Σ w_k g_k², w = N / (G · n_group) written out by hand', async () => {
+    const ckpt = load('tiny-gpt2');
+    const pairs = sentencePairs(DATA, { source: 'stereoset', limit: 3 });
+    // StereoSet's first three pairs: profession, race, profession → G = 2, n = {profession: 2, race: 1}.
+    assert.deepEqual(pairs.map((p) => p.group), ['profession', 'race', 'profession']);
+    const w = [3 / 4, 3 / 2, 3 / 4];
+    const beta = 0.5;
+    const plain = await train(ckpt, settings(), path.join(work, 'plain-g'), { tokenizerDir: modelDir('tiny-gpt2') });
+    const fair = await train(ckpt, settings({ source: 'stereoset', limit: 3, perStep: 3, weight: beta, groupWeighting: 'inverse' }), path.join(work, 'fair-g'), { tokenizerDir: modelDir('tiny-gpt2'), pairs });
+    const runner = await ModelRunner.create(ckpt, { threads: 1 });
+    let expected = 0;
+    try {
+      const s = await scoreTexts(ckpt, runner, pairs.flatMap((p) => [p.stereotype, p.antiStereotype]));
+      for (let k = 0; k < 3; k++) expected += (beta / 3) * w[k]! * (s[2 * k]!.total - s[2 * k + 1]!.total) ** 2;
+    } finally {
+      await runner.dispose();
+    }
+    const got = fair.losses[0]! - plain.losses[0]!;
+    assert.ok(Math.abs(got - expected) <= 1e-4 * expected, `penalty ${got}, expected ${expected}`);
+  });
+
   it('the CLI refuses the penalty for a masked LM in one line', () => {
     const r = dike(['train', '--model', modelDir('tiny-bert-mlm'), '--data', path.join(DATA, 'lm_corpus', 'train.txt'), '--steps', '1', '--cf-pairs', 'stereoset', '--pairs-data', DATA, '--out', path.join(work, 'mlm')]);
     assertOneLineError(r, 'counterfactual penalty', 'causal LM');

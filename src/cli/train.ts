@@ -43,6 +43,7 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
   'cf-pairs-limit': { type: 'int', min: 1, help: 'use the first N pairs' },
   'cf-per-step': { type: 'int', min: 1, default: 4, help: 'pairs appended to each batch' },
   'cf-weight': { type: 'number', min: 0, default: 1, help: 'β of (β/P) Σ max(0, g² − t²): g the model\'s gap log P(stereotype) − log P(anti), t the teacher\'s (0 without one)' },
+  'cf-group-weighting': { type: 'enum', choices: ['none', 'inverse'], default: 'none', help: 'inverse: weight each pair by N / (groups × pairs of its group), so small groups count alike' },
   'pairs-data': { type: 'string', value: '<dir>', help: 'data directory for --cf-pairs stereoset|crows-pairs (default: $DIKE_DATA, else the shipped data)' },
   valid: { type: 'string', value: 'text-file', help: 'held-out text (or labelled file) evaluated at the end' },
   'valid-lines': { type: 'int', min: 1, default: 200, help: 'held-out lines used' },
@@ -170,7 +171,8 @@ function counterfactualFrom(m: Merged): Pick<TrainSettings, 'counterfactual'> {
   const source = m.str('cf-pairs');
   if (source === undefined) return {};
   const limit = m.optNum('cf-pairs-limit');
-  return { counterfactual: { source, ...(limit !== undefined ? { limit } : {}), perStep: m.num('cf-per-step'), weight: m.num('cf-weight') } };
+  const weighting = m.str('cf-group-weighting') as 'none' | 'inverse';
+  return { counterfactual: { source, ...(limit !== undefined ? { limit } : {}), perStep: m.num('cf-per-step'), weight: m.num('cf-weight'), ...(weighting === 'inverse' ? { groupWeighting: weighting } : {}) } };
 }
 
 /** The sentence pairs of --cf-pairs (measure/pairs.ts), or none. */

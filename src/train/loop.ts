@@ -103,7 +103,7 @@ function inputSha256(file: string, what: string): string {
 /** What identifies a run: a checkpoint is resumed only by the same run. */
 function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[]): string {
   const h = createHash('sha256');
-  if (pairs !== undefined) h.update(JSON.stringify(pairs.map((p) => [p.stereotype, p.antiStereotype])));
+  if (pairs !== undefined) h.update(JSON.stringify(pairs.map((p) => [p.stereotype, p.antiStereotype, p.group ?? ''])));
   h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: dataSha256 }));
   h.update(JSON.stringify(model.rawConfig));
   for (const name of [...model.params.keys()].sort()) {
@@ -185,7 +185,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     say(`keeping the zeros of ${masks.size} pruned matrices fixed`);
   }
   const bos = cf !== undefined ? causalBos(model) : 0;
-  const pairTokens = cf !== undefined ? tokenizePairs(opts.pairs!, (t) => tok.encode(t, { addSpecialTokens: false }).ids, bos, S) : [];
+  const pairTokens = cf !== undefined ? tokenizePairs(opts.pairs!, (t) => tok.encode(t, { addSpecialTokens: false }).ids, bos, S, cf.groupWeighting ?? 'none') : [];
   const session = await TrainSession.create(
     model,
     {
