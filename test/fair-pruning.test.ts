@@ -319,7 +319,9 @@ describe('bias-aware head pruning on tiny-gpt2 (2 layers × 4 heads, 8 StereoSet
     for (let head = 0; head < 4; head++) {
       const expected = dense - (await absGap(withHeadMasked(ckpt.params, 0, head)));
       const got = r.detail![`bias_contribution_h${head}`] as number;
-      assert.ok(Math.abs(got - expected) < 1e-4 * (1 + Math.abs(expected)), `head ${head}: ${got} vs ${expected}`);
+      // Both sides score with score/causal.ts underneath (the test masks the head, tokenizes and sums
+      // itself), so they agree up to float64 summation order.
+      assert.ok(Math.abs(got - expected) < 1e-12, `head ${head}: ${got} vs ${expected}`);
     }
   });
 
