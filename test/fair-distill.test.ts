@@ -140,11 +140,15 @@ describe('the penalty in a training run (dike train --cf-pairs)', () => {
     ...(cf ? { counterfactual: cf } : {}),
   });
 
+  let plainPromise: ReturnType<typeof train> | undefined;
+  /** The same run without the penalty (shared by the tests below). */
+  const plainRun = (): ReturnType<typeof train> => (plainPromise ??= train(load('tiny-gpt2'), settings(), path.join(work, 'plain'), { tokenizerDir: modelDir('tiny-gpt2') }));
+
   it('the first step\'s loss is the plain loss plus (β/P) Σ g² of the step\'s pairs (no teacher: t = 0), g scored independently', async () => {
     const ckpt = load('tiny-gpt2');
     const pairs = sentencePairs(DATA, { source: 'stereoset', limit: 2 });
     const beta = 0.7;
-    const plain = await train(ckpt, settings(), path.join(work, 'plain'), { tokenizerDir: modelDir('tiny-gpt2') });
+    const plain = await plainRun();
     const fair = await train(ckpt, settings({ source: 'stereoset', limit: 2, perStep: 2, weight: beta }), path.join(work, 'fair'), { tokenizerDir: modelDir('tiny-gpt2'), pairs });
     const runner = await ModelRunner.create(ckpt, { threads: 1 });
     let expected = 0;
@@ -166,7 +170,7 @@ describe('the penalty in a training run (dike train --cf-pairs)', () => {
     assert.deepEqual(pairs.map((p) => p.group), ['profession', 'race', 'profession']);
     const w = [3 / 4, 3 / 2, 3 / 4];
     const beta = 0.5;
-    const plain = await train(ckpt, settings(), path.join(work, 'plain-g'), { tokenizerDir: modelDir('tiny-gpt2') });
+    const plain = await plainRun();
     const fair = await train(ckpt, settings({ source: 'stereoset', limit: 3, perStep: 3, weight: beta, groupWeighting: 'inverse' }), path.join(work, 'fair-g'), { tokenizerDir: modelDir('tiny-gpt2'), pairs });
     const runner = await ModelRunner.create(ckpt, { threads: 1 });
     let expected = 0;
