@@ -42,6 +42,11 @@ export const SWEEP_PARAMETER: Readonly<Record<string, string>> = {
   rtn: 'bits',
   gptq: 'bits',
   'fair-gptq': 'alpha',
+  'fair-wanda': 'sparsity',
+  'fair-sparsegpt': 'sparsity',
+  'fair-heads': 'fraction',
+  fasp: 'fraction',
+  'mixed-precision': 'avg_bits',
 };
 
 export interface VariantSpec {
@@ -145,6 +150,9 @@ function recipeInputs(recipe: Recipe, dataDir: string, qualityFile: string): Rec
     const budget = st.options['quality_budget'];
     if (budget !== undefined && Number(budget) > 0) inputs[`step ${i + 1} held-out`] = file(qualityFile);
     const pairs = st.options['pairs'];
+    // mixed-precision's sensitivity table (a locate.json).
+    const locate = st.options['locate'];
+    if (typeof locate === 'string') inputs[`step ${i + 1} locate`] = file(path.resolve(locate));
     if (typeof pairs !== 'string') return;
     // Negative controls name their base source after a prefix (shuffled:stereoset); counterfactual
     // pairs come from the calibration text (hashed above, else the default) and the shipped word lists.

@@ -9,6 +9,9 @@ import { readJsonObject } from '../model/config.js';
 import { initFromConfig, parseStudent, studentFromLayers, type TrainableModel } from '../train/init.js';
 import { frozenSelector, train, type StepLog, type TrainSettings } from '../train/loop.js';
 import type { DistillTerms } from '../train/step.js';
+import type { TextPair } from '../train/counterfactual.js';
+import { resolveDataDir } from '../measure/data.js';
+import { sentencePairs } from '../measure/pairs.js';
 import type { Objective } from '../train/corpus.js';
 import { convertValue, parseFlags, type CommandSpec, type FlagSpec, type FlagValue, type Parsed } from './flags.js';
 import { SEED_FLAG, THREADS_FLAG } from './common-flags.js';
@@ -36,6 +39,12 @@ const TRAIN_FLAGS: Record<string, FlagSpec> = {
   'checkpoint-every': { type: 'int', min: 0, default: 50, help: 'steps between checkpoints (0: none)' },
   freeze: { type: 'list', value: 'embeddings|attention|ffn|head|norms|layer.N|name-prefix,…', help: 'keep these parameters fixed; each item must match a parameter' },
   'keep-sparsity': { type: 'boolean', help: 'keep the zeros of pruned matrices at zero' },
+  'cf-pairs': { type: 'string', value: 'stereoset|crows-pairs|<pairs.json>', help: 'causal LM: add the counterfactual gap penalty on these sentence pairs (fair distillation / repair)' },
+  'cf-pairs-limit': { type: 'int', min: 1, help: 'use the first N pairs' },
+  'cf-per-step': { type: 'int', min: 1, default: 4, help: 'pairs appended to each batch' },
+  'cf-weight': { type: 'number', min: 0, default: 1, help: 'β of (β/P) Σ max(0, g² − t²): g the model\'s gap log P(stereotype) − log P(anti), t the teacher\'s (0 without one)' },
+  'cf-group-weighting': { type: 'enum', choices: ['none', 'inverse'], default: 'none', help: 'inverse: weight each pair by N / (groups × pairs of its group), so small groups count alike' },
+  'pairs-data': { type: 'string', value: '<dir>', help: 'data directory for --cf-pairs stereoset|crows-pairs (default: $DIKE_DATA, else the shipped data)' },
   valid: { type: 'string', value: 'text-file', help: 'held-out text (or labelled file) evaluated at the end' },
   'valid-lines': { type: 'int', min: 1, default: 200, help: 'held-out lines used' },
   dtype: { type: 'enum', choices: ['f32', 'f16'], default: 'f32', help: 'dtype of the written weights' },
@@ -151,10 +160,27 @@ function settingsFrom(m: Merged, objective: Objective): TrainSettings {
     checkpointEvery: m.num('checkpoint-every'),
     freeze: m.list('freeze'),
     keepSparsity: m.flag('keep-sparsity'),
+    ...counterfactualFrom(m),
     ...(valid !== undefined ? { valid: { file: valid, lines: m.num('valid-lines') } } : {}),
     dtype: m.str('dtype') === 'f16' ? 'F16' : 'F32',
     ...(threads !== undefined ? { threads } : {}),
   };
+}
+
+function counterfactualFrom(m: Merged): Pick<TrainSettings, 'counterfactual'> {
+  const source = m.str('cf-pairs');
+  if (source === undefined) return {};
+  const limit = m.optNum('cf-pairs-limit');
+  const weighting = m.str('cf-group-weighting') as 'none' | 'inverse';
+  return { counterfactual: { source, ...(limit !== undefined ? { limit } : {}), perStep: m.num('cf-per-step'), weight: m.num('cf-weight'), ...(weighting === 'inverse' ? { groupWeighting: weighting } : {}) } };
+}
+
+/** The sentence pairs of --cf-pairs (measure/pairs.ts), or none. */
+function pairsFor(m: Merged, settings: TrainSettings): { pairs?: TextPair[] } {
+  const cf = settings.counterfactual;
+  if (cf === undefined) return {};
+  const dataDir = resolveDataDir(m.str('pairs-data'), { embedded: true });
+  return { pairs: sentencePairs(dataDir, { source: cf.source, ...(cf.limit !== undefined ? { limit: cf.limit } : {}) }) };
 }
 
 function reporter(quiet: boolean, every: number, steps: number): { onStep: (l: StepLog) => void; onMessage: (s: string) => void } {
@@ -206,7 +232,7 @@ export const trainCommand = {
     }
     const settings = settingsFrom(m, objectiveOf(m, model));
     frozenSelector(model, settings.freeze); // a --freeze item that matches nothing is refused before training
-    const result = await train(model, settings, out, { tokenizerDir, ...reporter(m.flag('quiet'), m.num('log-every'), settings.steps) });
+    const result = await train(model, settings, out, { tokenizerDir, ...pairsFor(m, settings), ...reporter(m.flag('quiet'), m.num('log-every'), settings.steps) });
     process.stdout.write(
       `wrote ${out}: ${result.steps} steps, final loss ${result.losses.at(-1)?.toFixed(4)}` +
         (result.heldOut ? `, held-out ${result.heldOut.kind} ${result.heldOut.value.toFixed(3)}` : '') + '\n',
@@ -252,7 +278,7 @@ export const distillCommand = {
     };
     const settings = { ...settingsFrom(m, objectiveOf(m, teacher)), distill };
     frozenSelector(student, settings.freeze);
-    const result = await train(student, settings, out, { tokenizerDir: teacher.dir, teacher, ...reporter(m.flag('quiet'), m.num('log-every'), settings.steps) });
+    const result = await train(student, settings, out, { tokenizerDir: teacher.dir, teacher, ...pairsFor(m, settings), ...reporter(m.flag('quiet'), m.num('log-every'), settings.steps) });
     process.stdout.write(
       `wrote ${out}: student with ${student.shape.numLayers} of the teacher's ${teacher.shape.numLayers} layers, ${result.steps} steps, final loss ${result.losses.at(-1)?.toFixed(4)}` +
         (result.heldOut ? `, held-out ${result.heldOut.kind} ${result.heldOut.value.toFixed(3)}` : '') + '\n',

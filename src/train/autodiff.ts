@@ -46,7 +46,13 @@ export function differentiate(g: Graph, facts: ShapeMap, loss: string, wrt: read
       let s: string;
       if (k >= 0) {
         const rest = list.filter((_, i) => i !== k);
-        producer.get(list[k]!)!.inputs[0] = rest.length === 1 ? rest[0]! : b.node('Sum', rest)[0]!;
+        const scatter = producer.get(list[k]!)!;
+        scatter.inputs[0] = rest.length === 1 ? rest[0]! : b.node('Sum', rest)[0]!;
+        // The scatter now reads values that may have been emitted after it (a Sum just made, or another
+        // lookup's gradient): move it to the end, where all its inputs exist. Nothing reads its output
+        // yet (a pending gradient is consumed only through total()).
+        g.nodes.splice(g.nodes.indexOf(scatter), 1);
+        g.nodes.push(scatter);
         s = list[k]!;
       } else {
         s = b.node('Sum', list)[0]!;

@@ -21,6 +21,8 @@ import { encodeForClassification, makeBatch, makeClassificationBatch, maskedRowC
 import type { TrainableModel } from './init.js';
 import { TrainSession, type StepBatch } from './session.js';
 import type { AdamWSettings, DistillTerms } from './step.js';
+import { causalBos } from '../score/text.js';
+import { counterfactualRows, pairsOfStep, teacherGaps, tokenizePairs, withPairRows, type CounterfactualSettings, type TextPair } from './counterfactual.js';
 
 export interface Schedule {
   peak: number;
@@ -63,6 +65,8 @@ export interface TrainSettings {
   dtype: 'F32' | 'F16';
   threads?: number;
   distill?: DistillTerms;
+  /** Counterfactual gap penalty on sentence pairs (causal LMs; the pairs come in RunOptions.pairs). */
+  counterfactual?: CounterfactualSettings;
 }
 
 export interface StepLog {
@@ -97,8 +101,9 @@ function inputSha256(file: string, what: string): string {
 }
 
 /** What identifies a run: a checkpoint is resumed only by the same run. */
-function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint): string {
+function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[]): string {
   const h = createHash('sha256');
+  if (pairs !== undefined) h.update(JSON.stringify(pairs.map((p) => [p.stereotype, p.antiStereotype, p.group ?? ''])));
   h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: dataSha256 }));
   h.update(JSON.stringify(model.rawConfig));
   for (const name of [...model.params.keys()].sort()) {
@@ -135,6 +140,8 @@ export interface RunOptions {
   onMessage?: (line: string) => void;
   /** Stop after this many steps in this process (tests of resume); the checkpoint is written first. */
   stopAfter?: number;
+  /** Sentence pairs for settings.counterfactual (the CLI reads them with measure/pairs.ts). */
+  pairs?: readonly TextPair[];
 }
 
 export async function train(model: TrainableModel, settings: TrainSettings, outDir: string, opts: RunOptions): Promise<TrainResult> {
@@ -146,7 +153,12 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   // The held-out file is read only after training: check it first, so that a typo costs no run.
   if (settings.valid !== undefined) inputSha256(settings.valid.file, 'held-out text');
   const dataSha256 = settings.data.map((f) => inputSha256(f, 'training text'));
-  const key = runKey(model, settings, dataSha256, opts.teacher);
+  const cf = settings.counterfactual;
+  if (cf !== undefined) {
+    if (objective !== 'causal-lm') throw new DikeError(model.configFile, '"architectures"', `the counterfactual penalty scores sentence log-probs of a causal LM; this run trains ${objective}`);
+    if (opts.pairs === undefined || opts.pairs.length === 0) throw new DikeError(cf.source, '', 'no sentence pair for the counterfactual penalty');
+  }
+  const key = runKey(model, settings, dataSha256, opts.teacher, cf !== undefined ? opts.pairs : undefined);
   const ckptDir = path.join(outDir, CHECKPOINT_DIR);
   mkdirSync(ckptDir, { recursive: true });
 
@@ -172,12 +184,15 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     }
     say(`keeping the zeros of ${masks.size} pruned matrices fixed`);
   }
+  const bos = cf !== undefined ? causalBos(model) : 0;
+  const pairTokens = cf !== undefined ? tokenizePairs(opts.pairs!, (t) => tok.encode(t, { addSpecialTokens: false }).ids, bos, S, cf.groupWeighting ?? 'none') : [];
   const session = await TrainSession.create(
     model,
     {
-      batch: B, seq: S, rows, optimizer: settings.adamw, masks,
+      batch: B + 2 * (cf?.perStep ?? 0), seq: S, rows, optimizer: settings.adamw, masks,
       trainable: frozenSelector(model, settings.freeze),
       ...(settings.distill ? { distill: settings.distill } : {}),
+      ...(cf !== undefined ? { counterfactual: { weight: cf.weight, pairs: cf.perStep, rows: counterfactualRows(cf.perStep, S) } } : {}),
     },
     settings.threads,
   );
@@ -229,9 +244,14 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   let ranHere = 0;
   while (session.step < steps) {
     const t = session.step + 1;
-    const batch: StepBatch = classify
+    let batch: StepBatch = classify
       ? makeClassificationBatch(examples, { batch: B, seq: S, seed: settings.seed, padId: tok.special.pad ?? 0 }, t - 1)
       : makeBatch(seqs, { ...batchSpec, objective: objective as 'masked-lm' | 'causal-lm' }, t - 1);
+    if (cf !== undefined) {
+      const chosen = pairsOfStep(pairTokens, cf.perStep, t);
+      batch = withPairRows(batch, chosen, tok.special.pad ?? tok.special.eos ?? 0);
+      if (teacher !== undefined) batch.cfTeacherGap = await teacherGaps(teacher, bos, chosen);
+    }
     if (teacher !== undefined) await addTeacherOutputs(teacher, batch, settings.distill!, session.rowsFor(batch));
     const lr = learningRate(settings.schedule, t, steps);
     const r = await session.update(batch, lr);

@@ -21,6 +21,11 @@ export interface StepBatch {
   teacherLogits?: Float32Array;
   teacherHidden?: ReadonlyMap<number, Float32Array>;
   hiddenScale?: number;
+  /** Counterfactual gap penalty inputs (TrainStepSpec.counterfactual). */
+  cfRows?: BigInt64Array;
+  cfTargets?: BigInt64Array;
+  cfMatrix?: Float32Array;
+  cfTeacherGap?: Float32Array;
 }
 
 /** Loss-row counts are rounded up to a multiple of this (one step graph per count in use). */
@@ -125,6 +130,14 @@ export class TrainSession {
           f[`teacher_hidden.${tl}`] = new ort.Tensor('float32', h, [B, S, this.model.shape.hiddenSize]);
         }
       }
+    }
+    const cf = this.spec.counterfactual;
+    if (cf !== undefined && cf.weight !== 0) {
+      if (x.cfRows === undefined || x.cfTargets === undefined || x.cfMatrix === undefined || x.cfTeacherGap === undefined) throw new Error('counterfactual penalty step without its pair rows, matrix and teacher gaps');
+      f['cf_rows'] = new ort.Tensor('int64', x.cfRows, [cf.rows]);
+      f['cf_targets'] = new ort.Tensor('int64', x.cfTargets, [cf.rows]);
+      f['cf_matrix'] = new ort.Tensor('float32', x.cfMatrix, [cf.pairs, cf.rows]);
+      f['cf_teacher_gap'] = new ort.Tensor('float32', x.cfTeacherGap, [cf.pairs]);
     }
     for (const k of this.trained) f[k] = new ort.Tensor('float32', this.params.get(k)!, this.shape(k));
     // Companions of indices the embedding-gradient rule needs (grad-rules.ts, Gather).

@@ -64,6 +64,17 @@ export interface TrainStepSpec {
   optimizer: AdamWSettings | 'grads';
   /** Distillation terms (teacher logits and hidden states become inputs). */
   distill?: DistillTerms;
+  /**
+   * Counterfactual gap penalty (fair distillation and repair, issue 16): K sentence pairs (stereotype,
+   * anti-stereotype) sit in the batch; g_k = log P_s(stereotype_k) − log P_s(anti_k) is the student's
+   * gap, t_k the teacher's (host-computed; 0 without a teacher), and the loss gains
+   *   (weight / K) · Σ_k max(0, g_k² − t_k²)
+   * — only the part of the student's gap beyond the teacher's is penalised. Inputs: cf_rows,
+   * cf_targets [rows] (int64, like rows/targets: the scored positions of the pair sentences),
+   * cf_matrix [pairs, rows] (+1 on sentence k's stereotype rows, −1 on its anti-stereotype rows,
+   * 0 on padding) and cf_teacher_gap [pairs].
+   */
+  counterfactual?: { weight: number; pairs: number; rows: number };
 }
 
 export interface TrainStepGraph {
@@ -98,7 +109,9 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
       return b.reduceSum(b.mul(perRow!, weights), [0], false);
     };
     const d = spec.distill;
-    if (d === undefined) return crossEntropy();
+    const cf = spec.counterfactual;
+    const withPenalty = (x: string): string => (cf !== undefined && cf.weight !== 0 ? b.add(x, counterfactualPenalty(b, m, flat, cf)) : x);
+    if (d === undefined) return withPenalty(crossEntropy());
     const teacher = b.input('teacher_logits', 'float32', [R, V]);
     const invT = b.scalar(1 / d.temperature);
     const logPt = b.logSoftmax(b.mul(teacher, invT), -1);
@@ -117,7 +130,7 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
         total = b.add(total, b.mul(b.reduceSum(b.mul(diff, diff), [0, 1, 2], false), scale));
       }
     }
-    return total;
+    return withPenalty(total);
   });
 
   // Parameters used by the graph become inputs (trained) or stay initializers (frozen).
@@ -190,6 +203,23 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
   });
   foldConstants(g, facts);
   return { graph: g, trained, frozen, decayed };
+}
+
+/**
+ * (weight / K) · Σ_k max(0, g_k² − t_k²), g = cf_matrix · lp, lp_r = log softmax(head(h[cf_rows_r]))[cf_targets_r]
+ * (see TrainStepSpec.counterfactual). `flat` is the last hidden state as [B·S, H].
+ */
+function counterfactualPenalty(b: GraphBuilder, m: ModelForTraining, flat: string, cf: { weight: number; pairs: number; rows: number }): string {
+  const rows = b.input('cf_rows', 'int64', [cf.rows]);
+  const targets = b.input('cf_targets', 'int64', [cf.rows]);
+  const M = b.input('cf_matrix', 'float32', [cf.pairs, cf.rows]);
+  const t = b.input('cf_teacher_gap', 'float32', [cf.pairs]);
+  const logits = m.family.head(b, m.config, m.task, b.gather(flat, rows));
+  const [nll] = b.node('SoftmaxCrossEntropyLoss', [logits, targets], { reduction: 'none' }, 2); // −lp, [rows]
+  const [col] = b.node('MatMul', [M, b.unsqueeze(b.neg(nll!), [1])]); // [pairs, 1]
+  const gap = b.reshape(col!, b.ints([cf.pairs]));
+  const excess = b.node('Relu', [b.sub(b.mul(gap, gap), b.mul(t, t))])[0]!;
+  return b.mul(b.reduceSum(excess, [0], false), b.scalar(cf.weight / cf.pairs));
 }
 
 /** Host-side AdamW scalars for update t (1-based) at learning rate lr, in float64 as torch computes them. */

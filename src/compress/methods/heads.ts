@@ -58,7 +58,7 @@ export interface Slice {
   length: number;
 }
 
-interface AttentionLayer {
+export interface AttentionLayer {
   layer: number;
   q?: LinearInfo;
   k?: LinearInfo;
@@ -69,7 +69,7 @@ interface AttentionLayer {
 
 type Shape = CompressContext['shape'];
 
-function attentionLayers(all: readonly LinearInfo[], layers: readonly number[]): AttentionLayer[] {
+export function attentionLayers(all: readonly LinearInfo[], layers: readonly number[]): AttentionLayer[] {
   return layers.map((layer) => {
     const role = (r: string): LinearInfo | undefined => all.find((l) => l.layer === layer && l.module === 'attention' && l.role === r);
     const o = role('o');
@@ -123,12 +123,12 @@ function zeroSlice(m: OutIn, s: Slice, bias: Param | undefined): void {
 
 // ---- calibration loss (ablation importance) ------------------------------------------------------
 
-type LossPlan =
+export type LossPlan =
   | { kind: 'causal'; pad: number; jobs: CausalJob[] }
   | { kind: 'masked'; pad: number; rows: number[][]; positions: number[][]; targets: number[][] };
 
 /** The fixed inputs of the calibration loss: the same tokens (and masked positions) for every head. */
-function lossPlan(model: Checkpoint, seqs: readonly number[][], seed: number): LossPlan {
+export function lossPlan(model: Checkpoint, seqs: readonly number[][], seed: number): LossPlan {
   if (model.task === 'causal-lm') {
     const jobs = seqs.filter((s) => s.length >= 2).map((s) => ({ context: s.slice(0, 1), ids: s.slice(1) }));
     return { kind: 'causal', pad: causalBos(model), jobs };
@@ -154,7 +154,7 @@ function lossPlan(model: Checkpoint, seqs: readonly number[][], seed: number): L
 }
 
 /** Mean negative log-likelihood of the plan's target tokens under the given parameters (float64 sum). */
-async function meanNll(model: ModelLike, plan: LossPlan, threads: number | undefined): Promise<number> {
+export async function meanNll(model: ModelLike, plan: LossPlan, threads: number | undefined): Promise<number> {
   const runner = await ModelRunner.create(model, threads !== undefined ? { threads } : {});
   try {
     let sum = 0;
@@ -183,13 +183,45 @@ async function meanNll(model: ModelLike, plan: LossPlan, threads: number | undef
 }
 
 /** A copy of `params` in which query head h of `att` is masked (its W_o columns zeroed). */
-function maskedParams(params: Map<string, Param>, att: AttentionLayer, d: number, h: number): Map<string, Param> {
+export function maskedParams(params: Map<string, Param>, att: AttentionLayer, d: number, h: number): Map<string, Param> {
   const p = params.get(att.o.weight)!;
   const m = toOutIn(p, att.o);
   zeroSlice(m, { linear: att.o, axis: 'cols', start: h * d, length: d }, undefined);
   const copy: Param = { ...p, data: new Float32Array(p.data.length) };
   fromOutIn(m, copy, att.o);
   return new Map(params).set(att.o.weight, copy);
+}
+
+/**
+ * Zero the chosen query heads (pruned[i] for layers[i]) and, for GQA, the key/value heads whose whole
+ * group is pruned; one report per touched matrix, with the per-head scores of its layer.
+ */
+export function zeroHeads(ctx: CompressContext, layers: readonly AttentionLayer[], pruned: number[][], scores: number[][], detail: Record<string, number | string | boolean>, method: string): MatrixReport[] {
+  const { shape } = ctx;
+  const H = shape.numHeads;
+  const reports: MatrixReport[] = [];
+  const groupSize = H / shape.numKvHeads;
+  layers.forEach((att, i) => {
+    const heads = pruned[i]!.sort((a, b) => a - b);
+    if (heads.length === 0) return;
+    const slices = heads.flatMap((h) => headSlices(att, shape, h).zero);
+    // GQA: a key/value head whose whole group of query heads is pruned is dead; zero it too.
+    for (let g = 0; g < shape.numKvHeads && groupSize > 1; g++) {
+      if (Array.from({ length: groupSize }, (_, j) => g * groupSize + j).every((h) => heads.includes(h))) slices.push(...headSlices(att, shape, g * groupSize).kv);
+    }
+    const touched = [...new Set(slices.map((s) => s.linear))];
+    for (const l of touched) {
+      const p = ctx.params.get(l.weight)!;
+      const m = toOutIn(p, l);
+      const bias = l.bias !== undefined ? ctx.params.get(l.bias) : undefined;
+      for (const s of slices) if (s.linear === l) zeroSlice(m, s, bias);
+      fromOutIn(m, p, l);
+      ctx.quantized.delete(l.weight);
+      const perHead = Object.fromEntries(scores[i]!.map((v, h) => [`score_h${h}`, v]));
+      reports.push({ weight: l.weight, method, sparsity: zeroFraction(p.data), detail: { ...detail, pruned_heads: heads.join(','), ...perHead } });
+    }
+  });
+  return reports;
 }
 
 // ---- the method ----------------------------------------------------------------------------------
@@ -253,29 +285,6 @@ export const heads: Method<HeadsOptions> = {
       });
     }
 
-    // Zero the chosen heads.
-    const reports: MatrixReport[] = [];
-    const groupSize = H / shape.numKvHeads;
-    layers.forEach((att, i) => {
-      const heads = pruned[i]!.sort((a, b) => a - b);
-      if (heads.length === 0) return;
-      const slices = heads.flatMap((h) => headSlices(att, shape, h).zero);
-      // GQA: a key/value head whose whole group of query heads is pruned is dead; zero it too.
-      for (let g = 0; g < shape.numKvHeads && groupSize > 1; g++) {
-        if (Array.from({ length: groupSize }, (_, j) => g * groupSize + j).every((h) => heads.includes(h))) slices.push(...headSlices(att, shape, g * groupSize).kv);
-      }
-      const touched = [...new Set(slices.map((s) => s.linear))];
-      for (const l of touched) {
-        const p = ctx.params.get(l.weight)!;
-        const m = toOutIn(p, l);
-        const bias = l.bias !== undefined ? ctx.params.get(l.bias) : undefined;
-        for (const s of slices) if (s.linear === l) zeroSlice(m, s, bias);
-        fromOutIn(m, p, l);
-        ctx.quantized.delete(l.weight);
-        const perHead = Object.fromEntries(scores[i]!.map((v, h) => [`score_h${h}`, v]));
-        reports.push({ weight: l.weight, method: 'heads', sparsity: zeroFraction(p.data), detail: { ...detail, pruned_heads: heads.join(','), ...perHead } });
-      }
-    });
-    return reports;
+    return zeroHeads(ctx, layers, pruned, scores, detail, 'heads');
   },
 };
