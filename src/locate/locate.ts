@@ -107,8 +107,11 @@ export interface LocatedBenchmark {
   /** Spearman's ρ over units: predicted vs measured Δ of the audit statistic, and vs measured Δ item score. */
   spearman_predicted_measured: number | null;
   spearman_predicted_score_delta: number | null;
-  /** J = Σ item scores as the gradient graph computed it, and as the benchmark run scored it (dense). */
-  objective?: { graph: number; scored: number | null; items: number; seconds: number };
+  /**
+   * J = Σ item scores as the gradient graph computed it (null for a linearized objective such as
+   * StereoSet's, whose graph value is Σ ∂score/∂log P · log P), and as the benchmark run scored it (dense).
+   */
+  objective?: { graph: number | null; scored: number | null; items: number; seconds: number };
 }
 
 export interface LocateResults {
@@ -329,14 +332,17 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
     };
 
     // First-order prediction: one gradient of each benchmark's objective at the dense weights.
-    const predicted = new Map<string, { units: number[]; full: number; graph: number; items: number; seconds: number }>();
+    const predicted = new Map<string, { units: number[]; full: number; graph: number | null; items: number; seconds: number }>();
     if (req.predict !== false) {
       const after = await target();
       const wrt = [...new Set(units.flatMap((u) => u.weights))];
       for (const { benchmark, scorer } of plan) {
         if (benchmark.objective === undefined) continue;
         const t0 = performance.now();
-        const items = benchmark.objective({ ckpt: dense, dataDir: req.dataDir }, { scorer, ...(req.limit !== undefined ? { limit: req.limit } : {}) });
+        // A linearized objective (StereoSet) reads the dense model's log-probabilities first.
+        const runner = await ModelRunner.create(dense, req.threads !== undefined ? { threads: req.threads } : {});
+        const items = await benchmark.objective({ ckpt: dense, runner, dataDir: req.dataDir }, { scorer, ...(req.limit !== undefined ? { limit: req.limit } : {}) }).finally(() => runner.dispose());
+        const linearized = items.some((i) => i.linearized === true);
         const g = await objectiveGradient(dense, items, wrt, {
           ...(req.threads !== undefined ? { threads: req.threads } : {}),
           padId: dense.tokenizer.special.pad ?? 0,
@@ -346,7 +352,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
         predicted.set(benchmark.name, {
           units: units.map((u) => (u.entries !== undefined ? firstOrderChangeAt(g.grads, dense.params, after, u.entries) : firstOrderChange(g.grads, dense.params, after, u.weights)) / n),
           full: firstOrderChange(g.grads, dense.params, after, wrt) / n,
-          graph: g.objective,
+          graph: linearized ? null : g.objective,
           items: n,
           seconds: (performance.now() - t0) / 1000,
         });
