@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import test from 'node:test';
+import { spawn } from 'node:child_process';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import { parseRecipe } from '../src/compress/recipe.js';
 import { parseVariant, runAudit } from '../src/audit/audit.js';
@@ -19,7 +20,7 @@ import { averageRanks, byMagnitude, spearman } from '../src/locate/stats.js';
 import { headEntries, leaveOneIn, leaveOneOut, unitsOf } from '../src/locate/units.js';
 import { runLocate, type LocateResults } from '../src/locate/locate.js';
 import { pessimisticRank, plantedTrial } from '../src/locate/plant.js';
-import { assertOneLineError, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
+import { assertOneLineError, CLI, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
 
 const TINY = modelDir('tiny-bert-mlm');
 const DATA = path.join(repoRoot(), 'data');
@@ -245,6 +246,45 @@ test('planted bias: locate ranks the planted unit first, measured and predicted 
     // Removing the plant lowers the stereotype rate: the planted unit's Δ is negative.
     assert.ok(t.plantedDelta < 0 && t.plantedPredicted < 0, JSON.stringify(t));
   }
+});
+
+test('dike locate resumes after kill -9: stored units are not recomputed, and locate.json equals an uninterrupted run\'s', async () => {
+  const dir = scratchDir('locate-kill');
+  const args = (out: string): string[] => ['locate', '--model', TINY, '--variant', 'magnitude:sparsity=0.5', '--unit', 'layer-module', '--limit', '40', '--quality-lines', '0', '--no-leave-one-out', '--threads', '1', '--out', out];
+  const killed = path.join(dir, 'killed');
+  // Start it as a child; on its third "unit …" line (dense, full variant and two units stored), kill -9.
+  const child = spawn(process.execPath, [CLI, ...args(killed)], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DIKE_DEBUG: '' } });
+  let err = '';
+  const exit = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)));
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    err += chunk;
+    if ((err.match(/^unit /gm) ?? []).length >= 3 && child.exitCode === null) child.kill('SIGKILL');
+  });
+  assert.equal(await exit, 'SIGKILL', `the child was not killed: ${err}`);
+  assert.ok(!existsSync(path.join(killed, 'locate.json')));
+  const before = openStore(storePath(killed));
+  const doneBefore = before.listRuns({ status: 'done' });
+  before.close();
+  assert.ok(doneBefore.length >= 4, `runs stored before the kill: ${doneBefore.length}`);
+  // Rerun to the end: every run stored before the kill is kept as it was (same row, same finish time).
+  const resumed = dike([...args(killed), '--json', '--quiet']);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  const after = openStore(storePath(killed));
+  const doneAfter = after.listRuns();
+  after.close();
+  assert.equal(doneAfter.length, 6); // dense, full variant, 4 units: one run each
+  assert.ok(doneAfter.every((r) => r.status === 'done'));
+  for (const r of doneBefore) assert.deepEqual(doneAfter.find((x) => x.id === r.id), { ...r, items: 40 });
+  // The same numbers as a run that was never interrupted (the prediction's wall time aside).
+  const clean = dike([...args(path.join(dir, 'clean')), '--json', '--quiet']);
+  assert.equal(clean.code, 0, clean.stderr);
+  const strip = (text: string): LocateResults => {
+    const j = JSON.parse(text) as LocateResults;
+    for (const b of j.benchmarks) if (b.objective) b.objective.seconds = 0;
+    return j;
+  };
+  assert.deepEqual(strip(readFileSync(path.join(killed, 'locate.json'), 'utf8')), strip(clean.stdout));
 });
 
 test('dike audit --locate: the locate section joins the audit report, sharing the audit\'s store', () => {
