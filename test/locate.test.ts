@@ -306,14 +306,41 @@ test('head units: the entries of a head (hand-listed for a fused GPT-2 c_attn an
   const shape = { numHeads: 2, numKvHeads: 2, headDim: 2, hiddenSize: 4 };
   const qkv = { weight: 'qkv', layout: 'in-out' as const, inDim: 4, outDim: 12, layer: 0, module: 'attention' as const, role: 'qkv', seqGroup: 0 };
   const o = { weight: 'o', layout: 'out-in' as const, inDim: 4, outDim: 4, layer: 0, module: 'attention' as const, role: 'o', seqGroup: 1 };
-  const e = headEntries([qkv, o], 1, shape);
+  const e = headEntries([qkv, o], { head: 1 }, shape);
   // Head 1 owns output channels 2,3 (q), 6,7 (k), 10,11 (v); stored [in, out]: index = i·12 + channel.
   const expectQkv: number[] = [];
   for (let i = 0; i < 4; i++) for (const c of [2, 3, 6, 7, 10, 11]) expectQkv.push(i * 12 + c);
   assert.deepEqual([...e.get('qkv')!], expectQkv.sort((a, b) => a - b));
   // Output projection [out, in]: input columns 2, 3 of every row.
   assert.deepEqual([...e.get('o')!], [2, 3, 6, 7, 10, 11, 14, 15]);
-  assert.throws(() => headEntries([o], 0, { ...shape, numKvHeads: 1 }), /key\/value heads/);
+  assert.throws(() => headEntries([o], { head: 0 }, { ...shape, numKvHeads: 3 }), /key\/value groups/);
+});
+
+test('head units with grouped-query attention: a query head is its Q rows and O columns, a KV group its K and V rows', () => {
+  // 4 heads in 2 key/value groups, head dim 1, hidden 4; all matrices stored [out, in].
+  const shape = { numHeads: 4, numKvHeads: 2, headDim: 1, hiddenSize: 4 };
+  const lin = (weight: string, role: string, outDim: number) => ({ weight, layout: 'out-in' as const, inDim: 4, outDim, layer: 0, module: 'attention' as const, role, seqGroup: 0 });
+  const attention = [lin('q', 'q', 4), lin('k', 'k', 2), lin('v', 'v', 2), lin('o', 'o', 4)];
+  const head3 = headEntries(attention, { head: 3 }, shape);
+  assert.deepEqual([...head3.keys()], ['q', 'o']);
+  assert.deepEqual([...head3.get('q')!], [12, 13, 14, 15]); // row 3
+  assert.deepEqual([...head3.get('o')!], [3, 7, 11, 15]); // column 3
+  const kv1 = headEntries(attention, { kv: 1 }, shape);
+  assert.deepEqual([...kv1.keys()], ['k', 'v']);
+  assert.deepEqual([...kv1.get('k')!], [4, 5, 6, 7]); // row 1 of the [2, 4] key projection
+  assert.deepEqual([...kv1.get('v')!], [4, 5, 6, 7]);
+  // The 4 heads and 2 groups partition every attention matrix: each entry in exactly one unit.
+  const parts = [0, 1, 2, 3].map((h) => headEntries(attention, { head: h }, shape)).concat([0, 1].map((g) => headEntries(attention, { kv: g }, shape)));
+  for (const l of attention) {
+    const all = parts.flatMap((m) => [...(m.get(l.weight) ?? [])]).sort((a, b) => a - b);
+    assert.deepEqual(all, Array.from({ length: l.outDim * l.inDim }, (_, i) => i), l.weight);
+  }
+  // On tiny-llama (4 heads, 2 key/value groups, 2 layers): 2 × (4 heads + 2 groups) units.
+  const ck = loadCheckpoint(modelDir('tiny-llama'));
+  const recipe = parseRecipe(JSON.stringify({ steps: [{ method: 'rtn', bits: 4 }] }), 'r.json');
+  const units = unitsOf(ck.family.linears(ck.config, ck.task), recipe, 'head', ck.shape);
+  assert.deepEqual(units.filter((u) => u.layer === 0).map((u) => u.label), ['L0.head0', 'L0.head1', 'L0.head2', 'L0.head3', 'L0.kv0', 'L0.kv1']);
+  assert.equal(units.length, ck.shape.numLayers * 6);
 });
 
 test('--variant none --unit head: removing a head equals zeroing its output-projection columns by hand', async () => {

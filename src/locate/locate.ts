@@ -72,6 +72,8 @@ export interface LocatedUnit {
   module: 'attention' | 'ffn';
   matrix?: string;
   head?: number;
+  /** Grouped-query attention: the key/value group whose K and V rows the unit is. */
+  kv_group?: number;
   weights: string[];
   /** Leave-one-in vs dense: Δ of the audit statistic (e.g. % stereotypical choices), its paired bootstrap 95% CI, test, p. */
   delta: number | null;
@@ -299,7 +301,8 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
   if (removal) {
     // Removing a head's output: only its columns of the output projection change.
     const outputs = new Set(linears.filter((l) => l.role === 'o').map((l) => l.weight));
-    units = units.map((u) => ({ ...u, weights: u.weights.filter((w) => outputs.has(w)), entries: new Map([...u.entries!].filter(([w]) => outputs.has(w))) }));
+    // (Grouped-query attention: the key/value group units have no output columns and are left out.)
+    units = units.filter((u) => u.head !== undefined).map((u) => ({ ...u, weights: u.weights.filter((w) => outputs.has(w)), entries: new Map([...u.entries!].filter(([w]) => outputs.has(w))) }));
   }
   if (units.length === 0) throw new DikeError('', '--variant', `${req.variant.spec || req.variant.name} compresses no attention or FFN matrix of this model`);
   const store = openStore(req.storeFile ?? storePath(req.out));
@@ -399,6 +402,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
           module: u.module,
           ...(u.matrix !== undefined ? { matrix: u.matrix } : {}),
           ...(u.head !== undefined ? { head: u.head } : {}),
+          ...(u.kvGroup !== undefined ? { kv_group: u.kvGroup } : {}),
           weights: u.weights,
           delta: c?.overall.delta ?? null,
           ci95: c?.overall.deltaCi95 ?? null,
