@@ -217,6 +217,7 @@ test('dike locate: the command line writes locate.json and report.html; bad inpu
   assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout) as LocateResults;
   assert.equal(j.unit, 'matrix');
+  assert.equal(j.unit_models, 'narrowed-recipe');
   assert.equal(j.benchmarks[0]!.units.length, 12);
   assert.ok(j.benchmarks[0]!.units.every((u) => u.matrix !== undefined && u.delta !== null));
   assert.deepEqual(JSON.parse(readFileSync(path.join(out, 'locate.json'), 'utf8')), j);
@@ -349,6 +350,7 @@ test('--variant none --unit head: removing a head equals zeroing its output-proj
   const r = await runLocate({ model: TINY, variant: { name: 'none', spec: 'none' }, benchmarks: ['crows-pairs'], dataDir: DATA, out, unit: 'head', seed: 0, resamples: 1000, alpha: 0.05, limit, threads: 2, qualityLines: 0 });
   const units = r.benchmarks[0]!.units;
   assert.equal(units.length, 8); // 2 layers × 4 heads
+  assert.equal(r.unit_models, 'removed');
   const u = unitOf(r, 'L1.head2');
   assert.deepEqual(u.weights, ['bert.encoder.layer.1.attention.output.dense.weight']);
   const ck = loadCheckpoint(TINY);

@@ -123,6 +123,13 @@ export interface LocateResults {
   model: { dir: string; weightsSha256: string };
   variant: { name: string; spec: string; recipe: unknown };
   unit: UnitKind;
+  /**
+   * How a unit's leave-one-in and leave-one-out models were made: 'narrowed-recipe' (the variant's
+   * recipe with every step's scope narrowed to the unit / excluding it), 'spliced' (head units: the
+   * dense model with the unit's entries taken from the full variant / the variant with them restored)
+   * or 'removed' (--variant none: the head's output-projection columns set to zero).
+   */
+  unit_models: 'narrowed-recipe' | 'spliced' | 'removed';
   seed: number;
   resamples: number;
   alpha: number;
@@ -446,6 +453,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
       model: { dir: req.model, weightsSha256: jobs.denseHashes.weightsSha256 },
       variant: { name: req.variant.name, spec: req.variant.spec, recipe: recipe === undefined ? null : recipeForKey(recipe) },
       unit: req.unit,
+      unit_models: removal ? 'removed' : req.unit === 'head' ? 'spliced' : 'narrowed-recipe',
       seed: req.seed,
       resamples: req.resamples,
       alpha: req.alpha,
