@@ -13,6 +13,7 @@ import { parseVariant, runAudit } from '../src/audit/audit.js';
 import { openStore, storePath } from '../src/audit/store.js';
 import { crowsPairs } from '../src/measure/crows-pairs.js';
 import { stereoset } from '../src/measure/stereoset.js';
+import { winoBias } from '../src/measure/winobias.js';
 import type { Benchmark } from '../src/measure/types.js';
 import { ModelRunner } from '../src/runtime/session.js';
 import { objectiveGradient, firstOrderChange } from '../src/locate/gradient.js';
@@ -20,7 +21,7 @@ import { averageRanks, byMagnitude, spearman } from '../src/locate/stats.js';
 import { headEntries, leaveOneIn, leaveOneOut, unitsOf } from '../src/locate/units.js';
 import { runLocate, type LocateResults } from '../src/locate/locate.js';
 import { pessimisticRank, plantedTrial } from '../src/locate/plant.js';
-import { assertOneLineError, CLI, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
+import { assertOneLineError, CLI, DATA as SHARED_DATA, dike, modelDir, repoRoot, scratchDir } from './fixtures.js';
 
 const TINY = modelDir('tiny-bert-mlm');
 const DATA = path.join(repoRoot(), 'data');
@@ -116,13 +117,13 @@ test('the objective is the benchmark\'s own item score, and its gradient predict
 });
 
 /** J(W) = Σ item scores as the benchmark's own run computes them, with one weight replaced. */
-async function scoredSum(benchmark: Benchmark, ck: Checkpoint, scorer: string, limit: number, w?: string, data?: Float32Array): Promise<number> {
+async function scoredSum(benchmark: Benchmark, ck: Checkpoint, scorer: string, limit: number, w?: string, data?: Float32Array, dataDir = DATA): Promise<number> {
   const params = new Map(ck.params);
   if (w !== undefined) params.set(w, { ...ck.params.get(w)!, data: data! });
   const m = { ...ck, params };
   const r = await ModelRunner.create(m, { threads: 2 });
   try {
-    const res = await benchmark.run({ ckpt: m, runner: r, dataDir: DATA }, { scorer, seed: 0, resamples: 10, limit });
+    const res = await benchmark.run({ ckpt: m, runner: r, dataDir }, { scorer, seed: 0, resamples: 10, limit });
     return res.items.reduce((s, i) => s + i.score, 0);
   } finally {
     await r.dispose();
@@ -159,6 +160,39 @@ for (const [model, scorer, w] of [
     const predicted = 2 * h * Math.sqrt(norm); // g · (2h ĝ)
     // Measured relative error 7e-5 (mlm-fill) and 2.5e-5 (causal-gmean): float32 scoring noise; at
     // h = 0.1 the O(h⁵) term reaches 1.5e-3 for causal-gmean.
+    assert.ok(Math.abs(fd - predicted) / Math.abs(predicted) < 5e-4, `finite difference ${fd} vs first order ${predicted}`);
+  });
+}
+
+// h: the step, where float32 scoring noise (∝ 1/h) and the O(h⁵) term balance; measured relative
+// errors at h = 0.05 / 0.1: pll 1.8e-4 / 6e-6, pronoun 4e-6 / 4e-5, sum-ll 2e-5 / 2.7e-4.
+for (const [model, scorer, w, h] of [
+  ['tiny-bert-mlm', 'pll', 'bert.encoder.layer.1.attention.self.value.weight', 0.1],
+  ['tiny-bert-mlm', 'pronoun', 'bert.encoder.layer.1.intermediate.dense.weight', 0.05],
+  ['tiny-gpt2', 'sum-ll', 'transformer.h.0.mlp.c_fc.weight', 0.05],
+] as const) {
+  test(`WinoBias's objective (${scorer}) is its item score, and its gradient predicts a small step to first order`, async () => {
+    const ck = loadCheckpoint(modelDir(model));
+    const limit = 3; // the first 3 pairs of each of the 4 (type, split) files
+    const runner = await ModelRunner.create(ck, { threads: 2 });
+    const items = await winoBias.objective!({ ckpt: ck, runner, dataDir: SHARED_DATA }, { scorer, limit });
+    await runner.dispose();
+    assert.equal(items.length, 12);
+    const out = await objectiveGradient(ck, items, [w], { threads: 2, padId: ck.tokenizer.special.pad ?? 0 });
+    const J = await scoredSum(winoBias, ck, scorer, limit, undefined, undefined, SHARED_DATA);
+    // Σ item scores of winoBias.run vs the gradient graph's J: float32 sums in different orders.
+    assert.ok(Math.abs(out.objective - J) < 1e-4 * Math.max(1, Math.abs(J)), `objective ${out.objective} vs scored ${J}`);
+    const g = out.grads.get(w)!;
+    let norm = 0;
+    for (const x of g) norm += x * x;
+    const p = ck.params.get(w)!.data;
+    const D = async (h: number): Promise<number> => {
+      const at = (sign: number): Float32Array => Float32Array.from(p, (x, i) => x + (sign * h * g[i]!) / Math.sqrt(norm));
+      return (await scoredSum(winoBias, ck, scorer, limit, w, at(1), SHARED_DATA)) - (await scoredSum(winoBias, ck, scorer, limit, w, at(-1), SHARED_DATA));
+    };
+    // Richardson-extrapolated central difference, as for StereoSet.
+    const fd = (8 * (await D(h)) - (await D(2 * h))) / 6;
+    const predicted = 2 * h * Math.sqrt(norm);
     assert.ok(Math.abs(fd - predicted) / Math.abs(predicted) < 5e-4, `finite difference ${fd} vs first order ${predicted}`);
   });
 }
