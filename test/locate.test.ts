@@ -14,6 +14,7 @@ import { openStore, storePath } from '../src/audit/store.js';
 import { crowsPairs } from '../src/measure/crows-pairs.js';
 import { stereoset } from '../src/measure/stereoset.js';
 import { winoBias } from '../src/measure/winobias.js';
+import { bbq } from '../src/measure/bbq.js';
 import type { Benchmark } from '../src/measure/types.js';
 import { ModelRunner } from '../src/runtime/session.js';
 import { objectiveGradient, firstOrderChange } from '../src/locate/gradient.js';
@@ -165,21 +166,24 @@ for (const [model, scorer, w] of [
 }
 
 // h: the step, where float32 scoring noise (∝ 1/h) and the O(h⁵) term balance; measured relative
-// errors at h = 0.05 / 0.1: pll 1.8e-4 / 6e-6, pronoun 4e-6 / 4e-5, sum-ll 2e-5 / 2.7e-4.
-for (const [model, scorer, w, h] of [
-  ['tiny-bert-mlm', 'pll', 'bert.encoder.layer.1.attention.self.value.weight', 0.1],
-  ['tiny-bert-mlm', 'pronoun', 'bert.encoder.layer.1.intermediate.dense.weight', 0.05],
-  ['tiny-gpt2', 'sum-ll', 'transformer.h.0.mlp.c_fc.weight', 0.05],
+// errors at h = 0.05 / 0.1: WinoBias pll 1.8e-4 / 6e-6, pronoun 4e-6 / 4e-5, sum-ll 2e-5 / 2.7e-4;
+// BBQ pll 3.2e-4 / 4e-6, sum-ll (h = 0.025 / 0.05 / 0.1) 8.5e-6 / 1.5e-4 / 2.2e-3.
+for (const [benchmark, model, scorer, w, h, limit, n] of [
+  // WinoBias --limit 3: the first 3 pairs of each of the 4 (type, split) files; BBQ --limit 1: one example per category.
+  [winoBias, 'tiny-bert-mlm', 'pll', 'bert.encoder.layer.1.attention.self.value.weight', 0.1, 3, 12],
+  [winoBias, 'tiny-bert-mlm', 'pronoun', 'bert.encoder.layer.1.intermediate.dense.weight', 0.05, 3, 12],
+  [winoBias, 'tiny-gpt2', 'sum-ll', 'transformer.h.0.mlp.c_fc.weight', 0.05, 3, 12],
+  [bbq, 'tiny-bert-mlm', 'pll', 'bert.encoder.layer.0.attention.output.dense.weight', 0.1, 1, 7],
+  [bbq, 'tiny-gpt2', 'sum-ll', 'transformer.h.1.mlp.c_proj.weight', 0.025, 1, 7],
 ] as const) {
-  test(`WinoBias's objective (${scorer}) is its item score, and its gradient predicts a small step to first order`, async () => {
+  test(`${benchmark.name}'s objective (${scorer}) is its item score, and its gradient predicts a small step to first order`, async () => {
     const ck = loadCheckpoint(modelDir(model));
-    const limit = 3; // the first 3 pairs of each of the 4 (type, split) files
     const runner = await ModelRunner.create(ck, { threads: 2 });
-    const items = await winoBias.objective!({ ckpt: ck, runner, dataDir: SHARED_DATA }, { scorer, limit });
+    const items = await benchmark.objective!({ ckpt: ck, runner, dataDir: SHARED_DATA }, { scorer, limit });
     await runner.dispose();
-    assert.equal(items.length, 12);
+    assert.equal(items.length, n);
     const out = await objectiveGradient(ck, items, [w], { threads: 2, padId: ck.tokenizer.special.pad ?? 0 });
-    const J = await scoredSum(winoBias, ck, scorer, limit, undefined, undefined, SHARED_DATA);
+    const J = await scoredSum(benchmark, ck, scorer, limit, undefined, undefined, SHARED_DATA);
     // Σ item scores of winoBias.run vs the gradient graph's J: float32 sums in different orders.
     assert.ok(Math.abs(out.objective - J) < 1e-4 * Math.max(1, Math.abs(J)), `objective ${out.objective} vs scored ${J}`);
     const g = out.grads.get(w)!;
@@ -188,7 +192,7 @@ for (const [model, scorer, w, h] of [
     const p = ck.params.get(w)!.data;
     const D = async (h: number): Promise<number> => {
       const at = (sign: number): Float32Array => Float32Array.from(p, (x, i) => x + (sign * h * g[i]!) / Math.sqrt(norm));
-      return (await scoredSum(winoBias, ck, scorer, limit, w, at(1), SHARED_DATA)) - (await scoredSum(winoBias, ck, scorer, limit, w, at(-1), SHARED_DATA));
+      return (await scoredSum(benchmark, ck, scorer, limit, w, at(1), SHARED_DATA)) - (await scoredSum(benchmark, ck, scorer, limit, w, at(-1), SHARED_DATA));
     };
     // Richardson-extrapolated central difference, as for StereoSet.
     const fd = (8 * (await D(h)) - (await D(2 * h))) / 6;
