@@ -83,8 +83,8 @@ async function speed(): Promise<void> {
   const b = r.benchmarks[0]!;
   process.stdout.write(
     `${variant}, ${b.units.length} layer-module units, ${b.objective?.items ?? '?'} items: total ${((performance.now() - t0) / 1000).toFixed(1)} s ` +
-      `(prediction ${b.objective?.seconds.toFixed(1)} s); Spearman(predicted, measured Δ score) ${b.spearman_predicted_score_delta?.toFixed(3) ?? "n/a (predict-only)"}, ` +
-      `(predicted, measured Δ %) ${b.spearman_predicted_measured?.toFixed(3) ?? "n/a"}; CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s; load ${load0} → ${loadavg()[0]!.toFixed(1)}\n`,
+      `(prediction ${b.objective?.seconds.toFixed(1)} s); Spearman(predicted, measured Δ score) ${b.spearman_predicted_score_delta?.toFixed(3) ?? 'n/a (predict-only)'}, ` +
+      `(predicted, measured Δ %) ${b.spearman_predicted_measured?.toFixed(3) ?? 'n/a'}; CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s; load ${load0} → ${loadavg()[0]!.toFixed(1)}\n`,
   );
 }
 
