@@ -3,13 +3,17 @@
  * of the first-order prediction.
  *
  *   npm run build && node dist/bench/locate.js planted [--models dike-bert-mini,dike-gpt2-mini] [--seeds 10] [--limit 200] [--threads 2] [--tag name]
- *   npm run build && node dist/bench/locate.js speed [--variant magnitude:sparsity=0.5] [--limit N]
+ *   npm run build && node dist/bench/locate.js speed [--variant magnitude:sparsity=0.5] [--limit N] [--predict-only]
+ *
+ * speed prints wall and CPU seconds (all threads) and the load average before and after: on a shared
+ * machine the CPU seconds are the comparable figure.
  *
  * planted: for each model and seed, plantedTrial (src/locate/plant.ts) hides an association in the
  * unit's pruned entries and checks the rank of the planted unit by |measured Δ| and |predicted Δ|.
  * Writes bench/out/locate-planted.json and prints a Markdown table.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { embeddedDataDir, resolveModel } from '../src/embedded.js';
 import { parseVariant } from '../src/audit/audit.js';
@@ -56,7 +60,9 @@ async function speed(): Promise<void> {
   const variant = flag('variant', 'magnitude:sparsity=0.5');
   const limitArg = flag('limit', '');
   const out = path.join(OUT, `locate-speed-${Date.now()}`);
+  const load0 = loadavg()[0]!.toFixed(1);
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const r = await runLocate({
     model: resolveModel(flag('model', 'dike-bert-mini')).dir,
     variant: parseVariant(variant, undefined, 0),
@@ -71,12 +77,14 @@ async function speed(): Promise<void> {
     threads,
     qualityLines: 0,
     leaveOneOut: false,
+    predictOnly: process.argv.includes('--predict-only'),
   });
+  const cpu = process.cpuUsage(c0);
   const b = r.benchmarks[0]!;
   process.stdout.write(
     `${variant}, ${b.units.length} layer-module units, ${b.objective?.items ?? '?'} items: total ${((performance.now() - t0) / 1000).toFixed(1)} s ` +
-      `(prediction ${b.objective?.seconds.toFixed(1)} s); Spearman(predicted, measured Δ score) ${b.spearman_predicted_score_delta?.toFixed(3)}, ` +
-      `(predicted, measured Δ %) ${b.spearman_predicted_measured?.toFixed(3)}\n`,
+      `(prediction ${b.objective?.seconds.toFixed(1)} s); Spearman(predicted, measured Δ score) ${b.spearman_predicted_score_delta?.toFixed(3) ?? 'n/a (predict-only)'}, ` +
+      `(predicted, measured Δ %) ${b.spearman_predicted_measured?.toFixed(3) ?? 'n/a'}; CPU ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s; load ${load0} → ${loadavg()[0]!.toFixed(1)}\n`,
   );
 }
 

@@ -9,14 +9,22 @@
  * batches in float64.
  *
  * Sequences are grouped by padded length (multiples of LENGTH_STEP), one step graph per length; a
- * batch holds BATCH sequences (short batches are filled with one-token rows of weight 0).
+ * batch of length S holds about BATCH_TOKENS / S sequences, so every batch costs about the same and
+ * padding stays under LENGTH_STEP − 1 tokens a sequence (short batches are filled with one-token rows
+ * of weight 0). Only the weights in `wrt` get gradients (the others are constants of the graph).
  */
 import type { ItemObjective, ScoreTerm } from '../measure/types.js';
 import { TrainSession, type StepBatch } from '../train/session.js';
 import type { ModelForTraining } from '../train/step.js';
 
-const BATCH = 32;
-const LENGTH_STEP = 16;
+const BATCH_TOKENS = 1024;
+const LENGTH_STEP = 4;
+const MAX_BATCH = 128;
+
+/** Sequences per batch for padded length S. */
+export function batchFor(S: number): number {
+  return Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_TOKENS / S)));
+}
 
 export interface ObjectiveGradient {
   /** dJ/dW by parameter name, float64 sums over batches. */
@@ -49,6 +57,7 @@ export async function objectiveGradient(
   let done = 0;
   const total = terms.length;
   for (const [S, list] of [...byLength].sort(([a], [b]) => a - b)) {
+    const BATCH = batchFor(S);
     const maxRows = Math.max(...list.map((t) => t.rows.length));
     const R = BATCH * maxRows;
     const session = await TrainSession.create(model, { batch: BATCH, seq: S, rows: R, optimizer: 'grads', trainable: (k) => wanted.has(k) }, opts.threads);

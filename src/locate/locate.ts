@@ -72,6 +72,8 @@ export interface LocatedUnit {
   module: 'attention' | 'ffn';
   matrix?: string;
   head?: number;
+  /** Grouped-query attention: the key/value group whose K and V rows the unit is. */
+  kv_group?: number;
   weights: string[];
   /** Leave-one-in vs dense: Δ of the audit statistic (e.g. % stereotypical choices), its paired bootstrap 95% CI, test, p. */
   delta: number | null;
@@ -107,8 +109,11 @@ export interface LocatedBenchmark {
   /** Spearman's ρ over units: predicted vs measured Δ of the audit statistic, and vs measured Δ item score. */
   spearman_predicted_measured: number | null;
   spearman_predicted_score_delta: number | null;
-  /** J = Σ item scores as the gradient graph computed it, and as the benchmark run scored it (dense). */
-  objective?: { graph: number; scored: number | null; items: number; seconds: number };
+  /**
+   * J = Σ item scores as the gradient graph computed it (null for a linearized objective such as
+   * StereoSet's, whose graph value is Σ ∂score/∂log P · log P), and as the benchmark run scored it (dense).
+   */
+  objective?: { graph: number | null; scored: number | null; items: number; seconds: number };
 }
 
 export interface LocateResults {
@@ -118,6 +123,13 @@ export interface LocateResults {
   model: { dir: string; weightsSha256: string };
   variant: { name: string; spec: string; recipe: unknown };
   unit: UnitKind;
+  /**
+   * How a unit's leave-one-in and leave-one-out models were made: 'narrowed-recipe' (the variant's
+   * recipe with every step's scope narrowed to the unit / excluding it), 'spliced' (head units: the
+   * dense model with the unit's entries taken from the full variant / the variant with them restored)
+   * or 'removed' (--variant none: the head's output-projection columns set to zero).
+   */
+  unit_models: 'narrowed-recipe' | 'spliced' | 'removed';
   seed: number;
   resamples: number;
   alpha: number;
@@ -296,7 +308,8 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
   if (removal) {
     // Removing a head's output: only its columns of the output projection change.
     const outputs = new Set(linears.filter((l) => l.role === 'o').map((l) => l.weight));
-    units = units.map((u) => ({ ...u, weights: u.weights.filter((w) => outputs.has(w)), entries: new Map([...u.entries!].filter(([w]) => outputs.has(w))) }));
+    // (Grouped-query attention: the key/value group units have no output columns and are left out.)
+    units = units.filter((u) => u.head !== undefined).map((u) => ({ ...u, weights: u.weights.filter((w) => outputs.has(w)), entries: new Map([...u.entries!].filter(([w]) => outputs.has(w))) }));
   }
   if (units.length === 0) throw new DikeError('', '--variant', `${req.variant.spec || req.variant.name} compresses no attention or FFN matrix of this model`);
   const store = openStore(req.storeFile ?? storePath(req.out));
@@ -329,14 +342,17 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
     };
 
     // First-order prediction: one gradient of each benchmark's objective at the dense weights.
-    const predicted = new Map<string, { units: number[]; full: number; graph: number; items: number; seconds: number }>();
+    const predicted = new Map<string, { units: number[]; full: number; graph: number | null; items: number; seconds: number }>();
     if (req.predict !== false) {
       const after = await target();
       const wrt = [...new Set(units.flatMap((u) => u.weights))];
       for (const { benchmark, scorer } of plan) {
         if (benchmark.objective === undefined) continue;
         const t0 = performance.now();
-        const items = benchmark.objective({ ckpt: dense, dataDir: req.dataDir }, { scorer, ...(req.limit !== undefined ? { limit: req.limit } : {}) });
+        // A linearized objective (StereoSet) reads the dense model's log-probabilities first.
+        const runner = await ModelRunner.create(dense, req.threads !== undefined ? { threads: req.threads } : {});
+        const items = await benchmark.objective({ ckpt: dense, runner, dataDir: req.dataDir }, { scorer, ...(req.limit !== undefined ? { limit: req.limit } : {}) }).finally(() => runner.dispose());
+        const linearized = items.some((i) => i.linearized === true);
         const g = await objectiveGradient(dense, items, wrt, {
           ...(req.threads !== undefined ? { threads: req.threads } : {}),
           padId: dense.tokenizer.special.pad ?? 0,
@@ -346,7 +362,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
         predicted.set(benchmark.name, {
           units: units.map((u) => (u.entries !== undefined ? firstOrderChangeAt(g.grads, dense.params, after, u.entries) : firstOrderChange(g.grads, dense.params, after, u.weights)) / n),
           full: firstOrderChange(g.grads, dense.params, after, wrt) / n,
-          graph: g.objective,
+          graph: linearized ? null : g.objective,
           items: n,
           seconds: (performance.now() - t0) / 1000,
         });
@@ -393,6 +409,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
           module: u.module,
           ...(u.matrix !== undefined ? { matrix: u.matrix } : {}),
           ...(u.head !== undefined ? { head: u.head } : {}),
+          ...(u.kvGroup !== undefined ? { kv_group: u.kvGroup } : {}),
           weights: u.weights,
           delta: c?.overall.delta ?? null,
           ci95: c?.overall.deltaCi95 ?? null,
@@ -436,6 +453,7 @@ export async function runLocate(req: LocateRequest): Promise<LocateResults> {
       model: { dir: req.model, weightsSha256: jobs.denseHashes.weightsSha256 },
       variant: { name: req.variant.name, spec: req.variant.spec, recipe: recipe === undefined ? null : recipeForKey(recipe) },
       unit: req.unit,
+      unit_models: removal ? 'removed' : req.unit === 'head' ? 'spliced' : 'narrowed-recipe',
       seed: req.seed,
       resamples: req.resamples,
       alpha: req.alpha,

@@ -129,10 +129,12 @@ export async function plantedTrial(args: {
   const targets = linears.filter((l) => l.layer === layer && l.module === module).map((l) => l.weight);
   const crows = findBenchmark('crows-pairs')!;
   const scorer = crows.defaultScorer(dense.task)!;
-  const items = crows.objective!({ ckpt: dense, dataDir: args.dataDir }, { scorer, limit: args.limit });
   // The association: push a random half of the items the dense model does not call stereotypical.
   const runner = await ModelRunner.create(dense, args.threads !== undefined ? { threads: args.threads } : {});
-  const denseRun = await crows.run({ ckpt: dense, runner, dataDir: args.dataDir }, { scorer, seed: 0, resamples: 1000, limit: args.limit }).finally(() => runner.dispose());
+  const [items, denseRun] = await (async () => {
+    const ctx = { ckpt: dense, runner, dataDir: args.dataDir };
+    return [await crows.objective!(ctx, { scorer, limit: args.limit }), await crows.run(ctx, { scorer, seed: 0, resamples: 1000, limit: args.limit })] as const;
+  })().finally(() => runner.dispose());
   // Items near flipping: a seeded half of the two thirds of non-stereotypical items with the smallest |score|.
   const unbiased = denseRun.items.filter((i) => i.outcome === 0).sort((a, b) => Math.abs(a.score) - Math.abs(b.score) || a.id.localeCompare(b.id));
   const chosen = new Set(unbiased.slice(0, Math.ceil((2 * unbiased.length) / 3)).filter(() => rng.next() < 0.5).map((i) => i.id));

@@ -14,7 +14,7 @@ function heatmap(b: LocatedBenchmark): string {
   const units = b.units.filter((u) => u.delta !== null);
   if (units.length === 0) return '';
   const layers = [...new Set(b.units.map((u) => u.layer))].sort((x, y) => x - y);
-  const col = (u: LocatedBenchmark['units'][number]): string => (u.head !== undefined ? `head ${u.head}` : u.matrix !== undefined ? u.unit.replace(/^L\d+\./, '') : u.module);
+  const col = (u: LocatedBenchmark['units'][number]): string => (u.head !== undefined ? `head ${u.head}` : u.kv_group !== undefined ? `kv ${u.kv_group}` : u.matrix !== undefined ? u.unit.replace(/^L\d+\./, '') : u.module);
   const cols = [...new Set(b.units.map(col))];
   const max = Math.max(1e-12, ...units.map((u) => Math.abs(u.delta!)));
   const cw = 92;

@@ -25,33 +25,55 @@ export interface Unit {
   matrix?: string;
   /** The head index, for head units. */
   head?: number;
+  /** The key/value group, for the K/V units of grouped-query attention. */
+  kvGroup?: number;
   /** The weight matrices the unit covers that the variant compresses. */
   weights: string[];
   /** Head units: the flat indices (storage order) of each weight's entries that belong to the head. */
   entries?: Map<string, Int32Array>;
 }
 
+type HeadShape = { numHeads: number; numKvHeads: number; headDim: number; hiddenSize: number };
+
 /**
- * The entries of attention head h in each attention matrix of a block: its output rows of Q, K, V
- * (GPT-2's fused c_attn: the rows at offsets 0, H, 2H) and its input columns of the output projection.
- * Grouped-query attention (fewer K/V heads than heads) is refused: a K/V row belongs to several heads.
+ * The entries (flat indices in storage order) of one head's slice of each attention matrix of a block.
+ *
+ *   which = {head: h}   query head h: its output rows of Q and its input columns of the output
+ *                       projection, and — when every head has its own keys and values (numKvHeads =
+ *                       numHeads) — its rows of K and V too
+ *   which = {kv: g}     grouped-query attention only: key/value group g's rows of K and V, which the
+ *                       numHeads / numKvHeads query heads of the group share
+ *
+ * So with grouped-query attention the head and KV-group units of a block partition its attention
+ * matrices, as the heads alone do otherwise. A fused Q/K/V matrix (GPT-2's c_attn) holds Q at output
+ * offset 0, K at numHeads·d, V at numHeads·d + numKvHeads·d.
  */
-export function headEntries(attention: readonly LinearInfo[], h: number, shape: { numHeads: number; numKvHeads: number; headDim: number; hiddenSize: number }): Map<string, Int32Array> {
-  if (shape.numKvHeads !== shape.numHeads) throw new DikeError('', '--unit head', `head units need as many key/value heads as heads (the model has ${shape.numKvHeads} and ${shape.numHeads})`);
+export function headEntries(attention: readonly LinearInfo[], which: { head: number } | { kv: number }, shape: HeadShape): Map<string, Int32Array> {
   const d = shape.headDim;
+  const H = shape.numHeads;
+  const KV = shape.numKvHeads;
+  if (KV < 1 || H % KV !== 0) throw new DikeError('', '--unit head', `${H} heads cannot be split into ${KV} key/value groups`);
+  if ('kv' in which && KV === H) throw new Error('key/value group units exist only with grouped-query attention');
+  const gqa = KV < H;
+  // Output-row ranges of the Q/K/V part of a matrix that belong to the unit.
+  const qRows = 'head' in which ? [which.head * d] : [];
+  const kvRows = 'kv' in which ? [which.kv * d] : gqa ? [] : [which.head * d];
   const out = new Map<string, Int32Array>();
   for (const l of attention) {
     const at = (o: number, i: number): number => (l.layout === 'out-in' ? o * l.inDim + i : i * l.outDim + o);
+    let starts: number[];
+    if (l.role === 'o') starts = [];
+    else if (l.role === 'q') starts = qRows;
+    else if (l.role === 'k' || l.role === 'v') starts = kvRows;
+    else if (l.role === 'qkv') starts = [...qRows, ...kvRows.flatMap((r) => [H * d + r, H * d + KV * d + r])];
+    else throw new DikeError('', '--unit head', `attention matrix ${l.weight} has role "${l.role}", which head units do not split`);
     const idx: number[] = [];
     if (l.role === 'o') {
-      for (let o = 0; o < l.outDim; o++) for (let i = h * d; i < (h + 1) * d; i++) idx.push(at(o, i));
-    } else if (l.role === 'q' || l.role === 'k' || l.role === 'v' || l.role === 'qkv') {
-      const offsets = l.role === 'qkv' ? [0, shape.hiddenSize, 2 * shape.hiddenSize] : [0];
-      for (const off of offsets) for (let o = off + h * d; o < off + (h + 1) * d; o++) for (let i = 0; i < l.inDim; i++) idx.push(at(o, i));
+      if ('head' in which) for (let o = 0; o < l.outDim; o++) for (let i = which.head * d; i < (which.head + 1) * d; i++) idx.push(at(o, i));
     } else {
-      throw new DikeError('', '--unit head', `attention matrix ${l.weight} has role "${l.role}", which head units do not split`);
+      for (const s0 of starts) for (let o = s0; o < s0 + d; o++) for (let i = 0; i < l.inDim; i++) idx.push(at(o, i));
     }
-    out.set(l.weight, Int32Array.from(idx).sort());
+    if (idx.length > 0) out.set(l.weight, Int32Array.from(idx).sort());
   }
   return out;
 }
@@ -63,7 +85,7 @@ export function recipeTargets(linears: readonly LinearInfo[], recipe: Recipe): L
 }
 
 /** The units a recipe compresses, in forward order (layer, then attention before ffn). */
-export function unitsOf(linears: readonly LinearInfo[], recipe: Recipe | undefined, kind: UnitKind, shape?: { numHeads: number; numKvHeads: number; headDim: number; hiddenSize: number }): Unit[] {
+export function unitsOf(linears: readonly LinearInfo[], recipe: Recipe | undefined, kind: UnitKind, shape?: HeadShape): Unit[] {
   // No recipe (--variant none): every attention matrix, for head removal.
   const targets = (recipe === undefined ? linears.filter((l) => l.module === 'attention') : recipeTargets(linears, recipe)).filter((t) => t.layer >= 0 && (t.module === 'attention' || t.module === 'ffn'));
   if (kind === 'head') {
@@ -71,7 +93,10 @@ export function unitsOf(linears: readonly LinearInfo[], recipe: Recipe | undefin
     const layers = [...new Set(targets.filter((t) => t.module === 'attention').map((t) => t.layer))].sort((a, b) => a - b);
     return layers.flatMap((layer) => {
       const attention = targets.filter((t) => t.layer === layer && t.module === 'attention');
-      return Array.from({ length: shape.numHeads }, (_, h) => ({ label: `L${layer}.head${h}`, layer, module: 'attention' as const, head: h, weights: attention.map((t) => t.weight), entries: headEntries(attention, h, shape) }));
+      const unit = (label: string, entries: Map<string, Int32Array>, which: { head: number } | { kvGroup: number }): Unit => ({ label, layer, module: 'attention', ...which, weights: [...entries.keys()], entries });
+      const heads = Array.from({ length: shape.numHeads }, (_, h) => unit(`L${layer}.head${h}`, headEntries(attention, { head: h }, shape), { head: h }));
+      const groups = shape.numKvHeads < shape.numHeads ? Array.from({ length: shape.numKvHeads }, (_, g) => unit(`L${layer}.kv${g}`, headEntries(attention, { kv: g }, shape), { kvGroup: g })) : [];
+      return [...heads, ...groups];
     });
   }
   const short = (w: string, layer: number): string => {

@@ -270,7 +270,7 @@ export const crowsPairs: Benchmark = {
    * log P of each shared token masked alone (weight ±1 per masked copy), diff-mean averages the
    * differing tokens (±1/n), sum-ll sums log P(tₖ | BOS, t₍<k₎) over each sentence (±1).
    */
-  objective(ctx, opts): ItemObjective[] {
+  async objective(ctx, opts): Promise<ItemObjective[]> {
     const file = requireDataFile(ctx.dataDir, CROWS_DATASET, 'crows_pairs_anonymized.csv');
     let pairs = parseCrowsPairs(readText(file), file);
     if (opts.limit !== undefined) pairs = pairs.slice(0, opts.limit);

@@ -49,7 +49,7 @@ import { causalBos, maskAndPadIds } from '../score/text.js';
 import { dataRecords } from './data.js';
 import { verify } from './fetch.js';
 import { bootstrapCI, subSeed } from './stats/bootstrap.js';
-import type { Benchmark, BenchmarkResult, DataFile, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
+import type { Benchmark, BenchmarkResult, DataFile, Dataset, ItemObjective, ItemScore, MeasureContext, MeasureOptions, ScoreCI, ScoreTerm } from './types.js';
 
 /** The official dev set: moinnadeem/StereoSet data/dev.json (unchanged since the initial commit c860b58). */
 export const STEREOSET_DEV_URL = 'https://raw.githubusercontent.com/moinnadeem/StereoSet/ead7d086a64a192a1eca88e0dd2fd163de375218/data/dev.json';
@@ -510,6 +510,12 @@ const STEREOSET_SCORERS: Benchmark['scorers'] = {
   },
 };
 
+function checkScorer(scorer: string): void {
+  if (!Object.hasOwn(STEREOSET_SCORERS, scorer)) {
+    throw new DikeError('', '--scorer', `stereoset has no scorer "${scorer}" (available: ${Object.keys(STEREOSET_SCORERS).join(', ')})`);
+  }
+}
+
 export const stereoset: Benchmark = {
   name: 'stereoset',
   description: 'StereoSet intrasentence: stereotype score SS (50 = no preference), language-modelling score LMS and ICAT, averaged over target terms',
@@ -518,10 +524,59 @@ export const stereoset: Benchmark = {
   scorers: STEREOSET_SCORERS,
   defaultScorer: (task) => (task === 'masked-lm' ? 'mlm-fill' : task === 'causal-lm' ? 'causal-gmean' : undefined),
 
+  /**
+   * item score = score(stereotype sentence) − score(anti-stereotype sentence), as `run` computes it,
+   * linearized at the runner's weights (the sentence score is not a sum of log-probabilities):
+   * mlm-fill s = (1/n) Σₖ pₖ, so ∂s/∂log pₖ = pₖ / n; causal-gmean s = exp((1/n) Σₖ log pₖ), so
+   * ∂s/∂log pₖ = s / n. Each masked copy (or causal run) is one term with that weight (± by sentence).
+   */
+  async objective(ctx, opts): Promise<ItemObjective[]> {
+    checkScorer(opts.scorer);
+    const { file, text } = readStereoSet(ctx.dataDir);
+    let clusters = parseStereoSet(text, file);
+    if (opts.limit !== undefined) clusters = clusters.slice(0, opts.limit);
+    const causal = opts.scorer === 'causal-gmean';
+    const bos = causal ? causalBos(ctx.ckpt) : -1;
+    const maskPad = causal ? undefined : maskAndPadIds(ctx.ckpt);
+    const cache = new ScoreCache(ctx.runner, causal ? { bos } : maskPad!);
+    const signed: [GoldLabel, number][] = [
+      ['stereotype', 1],
+      ['anti-stereotype', -1],
+    ];
+    // All jobs at once (the cache batches them), then one term per job with its chain-rule weight.
+    const perSentence = clusters.map((c) => signed.map(([label]) => (causal ? causalJobs(ctx, file, c, sentenceOf(c, label), bos) : mlmFillJobs(ctx, file, c, sentenceOf(c, label), maskPad!.mask))));
+    const flat = perSentence.flat(2);
+    const lps: ArrayLike<number>[] = causal ? await cache.causalLogprobs(flat as CausalJob[]) : await cache.maskedLogprobs(flat as MaskedJob[]);
+    let off = 0;
+    const out: ItemObjective[] = clusters.map((c, ci) => {
+      const terms: ScoreTerm[] = [];
+      signed.forEach(([, sign], si) => {
+        const jobs = perSentence[ci]![si]!;
+        const lp = lps.slice(off, off + jobs.length) as ArrayLike<number>[];
+        off += jobs.length;
+        if (causal) {
+          let sum = 0;
+          let n = 0;
+          for (const l of lp) for (let k = 0; k < l.length; k++) (sum += l[k]!), n++;
+          const score = Math.exp(sum / n);
+          // A causal run over context + ids: row c − 1 + k predicts ids[k].
+          for (const j of jobs as CausalJob[]) terms.push({ ids: [...j.context!, ...j.ids], rows: j.ids.map((_, k) => j.context!.length - 1 + k), targets: [...j.ids], weight: (sign * score) / n });
+        } else {
+          (jobs as MaskedJob[]).forEach((j, k) => {
+            const p = j.positions[0]!;
+            const ids = j.ids.slice();
+            ids[p] = maskPad!.mask;
+            terms.push({ ids, rows: [p], targets: [j.ids[p]!], weight: (sign * Math.exp(lp[k]![0]!)) / jobs.length });
+          });
+        }
+      });
+      return { id: c.id, group: c.biasType, terms, linearized: true };
+    });
+    return out;
+  },
+
   async run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult> {
-    if (!Object.hasOwn(STEREOSET_SCORERS, opts.scorer)) {
-      throw new DikeError('', '--scorer', `stereoset has no scorer "${opts.scorer}" (available: ${Object.keys(STEREOSET_SCORERS).join(', ')})`);
-    }
+    checkScorer(opts.scorer);
     const { file, text } = readStereoSet(ctx.dataDir);
     let clusters = parseStereoSet(text, file);
     if (opts.limit !== undefined) clusters = clusters.slice(0, opts.limit);

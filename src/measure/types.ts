@@ -106,11 +106,18 @@ export interface ScoreTerm {
   weight: number;
 }
 
-/** An item's score as a differentiable sum of ScoreTerms (before any rounding or thresholding). */
+/**
+ * An item's score as a differentiable sum of ScoreTerms (before any rounding or thresholding):
+ * score = Σ weight · Σ_rows log P. When the score is a nonlinear function f of the log-probabilities
+ * (StereoSet's mean of probabilities), the item is `linearized`: each weight is ∂f/∂log P at the
+ * weights the objective was built for, so Σ weight · ∇log P is the score's exact gradient there, but
+ * Σ weight · log P is not the score.
+ */
 export interface ItemObjective {
   id: string;
   group: string;
   terms: ScoreTerm[];
+  linearized?: boolean;
 }
 
 export interface Benchmark {
@@ -129,9 +136,10 @@ export interface Benchmark {
   defaultScorer(task: Task): string | undefined;
   run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult>;
   /**
-   * The benchmark's own continuous per-item score (ItemScore.score) as a sum of token
-   * log-probabilities, so that it can be differentiated with respect to the weights; absent when
-   * the score is not of that form.
+   * The benchmark's own continuous per-item score (ItemScore.score) as a weighted sum of token
+   * log-probabilities (exact, or linearized at the runner's weights), so that it can be
+   * differentiated with respect to the weights; absent when the score is not a function of token
+   * log-probabilities.
    */
-  objective?(ctx: Omit<MeasureContext, 'runner'>, opts: Pick<MeasureOptions, 'scorer' | 'limit'>): ItemObjective[];
+  objective?(ctx: MeasureContext, opts: Pick<MeasureOptions, 'scorer' | 'limit'>): Promise<ItemObjective[]>;
 }

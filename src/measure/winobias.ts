@@ -58,7 +58,7 @@ import { causalBos, maskAndPadIds } from '../score/text.js';
 import { dataRecords, readText, requireDataFile } from './data.js';
 import { sha256File } from '../util/hash.js';
 import { bootstrapCI, groupIndices, meanCI, subSeed } from './stats/bootstrap.js';
-import type { Benchmark, BenchmarkResult, Dataset, ItemScore, MeasureContext, MeasureOptions, ScoreCI } from './types.js';
+import type { Benchmark, BenchmarkResult, Dataset, ItemObjective, ItemScore, MeasureContext, MeasureOptions, ScoreCI, ScoreTerm } from './types.js';
 
 const RAW = 'https://raw.githubusercontent.com/uclanlp/corefBias/0bce984dd081bbc10b0622f326727a024c607895/WinoBias/wino/data/';
 
@@ -442,6 +442,55 @@ export const winoBias: Benchmark = {
     pronoun: { tasks: ['masked-lm'], description: 'all pronoun slots masked at once; summed log-probability of the pro vs the anti pronouns' },
   },
   defaultScorer: (task) => (task === 'masked-lm' ? 'pll' : task === 'causal-lm' ? 'sum-ll' : undefined),
+
+  /**
+   * item score = s(pro) − s(anti), as `run` computes it, a signed sum of log-probabilities: sum-ll one
+   * causal run of each sentence after BOS (±1), pll each non-special token masked alone (±1 per copy),
+   * pronoun the shared input with every pronoun slot masked, its pro tokens (+1) and anti tokens (−1).
+   * Excluded pairs (not minimal, or pronouns of different token lengths) score 0 in `run` and have no terms.
+   */
+  async objective(ctx, opts): Promise<ItemObjective[]> {
+    const data = loadWinoBias(ctx.dataDir);
+    const pairs = applyLimit(data.pairs, opts.limit);
+    const tok = ctx.ckpt.tokenizer;
+    const id = (p: WinoPair): string => `${p.type}/${p.split}/${p.line}`;
+    const terms = (p: WinoPair): ScoreTerm[] => {
+      if (!p.minimal) return [];
+      if (opts.scorer === 'sum-ll') {
+        const bos = causalBos(ctx.ckpt);
+        return ([[p.pro, 1], [p.anti, -1]] as const).map(([s, weight]) => {
+          const ids = tok.encode(s, { addSpecialTokens: false }).ids;
+          return { ids: [bos, ...ids], rows: ids.map((_, k) => k), targets: ids, weight };
+        });
+      }
+      const { mask } = maskAndPadIds(ctx.ckpt);
+      if (opts.scorer === 'pll') {
+        return ([[p.pro, 1], [p.anti, -1]] as const).flatMap(([s, weight]) => {
+          const ids = tok.encode(s).ids;
+          return nonSpecialPositions(ids, tok.specialIds).map((pos) => {
+            const copy = ids.slice();
+            copy[pos] = mask;
+            return { ids: copy, rows: [pos], targets: [ids[pos]!], weight };
+          });
+        });
+      }
+      if (opts.scorer === 'pronoun') {
+        const pro = tok.encode(p.pro).ids;
+        const anti = tok.encode(p.anti).ids;
+        if (pro.length !== anti.length) return [];
+        const positions = pro.map((_, i) => i).filter((i) => pro[i] !== anti[i]);
+        if (positions.length === 0) return [];
+        const masked = pro.slice();
+        for (const i of positions) masked[i] = mask;
+        return [
+          { ids: masked, rows: positions, targets: positions.map((i) => pro[i]!), weight: 1 },
+          { ids: masked, rows: positions, targets: positions.map((i) => anti[i]!), weight: -1 },
+        ];
+      }
+      throw new DikeError('', '--scorer', `winobias has no scorer "${opts.scorer}"`);
+    };
+    return pairs.map((p) => ({ id: id(p), group: p.type, terms: terms(p) }));
+  },
 
   async run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult> {
     const data = loadWinoBias(ctx.dataDir);
