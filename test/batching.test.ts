@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
-import { ModelRunner, lengthBuckets, padBatch, type PaddedBatch } from '../src/runtime/session.js';
+import { HEAD_CHUNK_ROWS, ModelRunner, gatherRows, lengthBuckets, padBatch, type PaddedBatch } from '../src/runtime/session.js';
 import { maskedBuckets, maskedTokenLogprobs, nonSpecialPositions } from '../src/score/masked.js';
 import { maskAndPadIds } from '../src/score/text.js';
 import { DATA, modelDir } from './fixtures.js';
@@ -98,5 +98,29 @@ describe('logits at the real tokens of a padded batch', () => {
         assert.deepEqual(got.subarray(k * V, (k + 1) * V), want, `row ${r} position ${p}`);
       }
     });
+  });
+});
+
+describe('the head in chunks of rows', () => {
+  it('logits over 300 rows (three chunks) equal, bit for bit, logits over 3 of those rows at a time, across chunk edges', async () => {
+    const ckpt = loadCheckpoint(modelDir('small-bert-mlm'));
+    const runner = await ModelRunner.create(ckpt, { threads: 2 });
+    const { pad } = maskAndPadIds(ckpt);
+    const lines = readFileSync(path.join(DATA, 'lm_corpus', 'valid.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '');
+    const batch = padBatch(lines.slice(0, 12).map((t) => ckpt.tokenizer.encode(t).ids.slice(0, 30)), pad);
+    const [last] = await runner.hidden(batch);
+    const H = ckpt.shape.hiddenSize;
+    const V = ckpt.shape.outputSize;
+    const at: [number, number][] = [];
+    for (let k = 0; k < 300; k++) at.push([k % batch.batch, (k * 7) % batch.seq]);
+    assert.ok(300 > 2 * HEAD_CHUNK_ROWS, 'the rows span three chunks');
+    const all = await runner.logits(gatherRows(last!, batch.seq, H, at), at.length);
+    assert.equal(all.length, 300 * V);
+    for (const k of [0, HEAD_CHUNK_ROWS - 1, HEAD_CHUNK_ROWS, 2 * HEAD_CHUNK_ROWS + 1, 299]) {
+      const few = [at[k]!, at[(k + 1) % 300]!, at[(k + 2) % 300]!];
+      const got = await runner.logits(gatherRows(last!, batch.seq, H, few), 3);
+      assert.deepEqual(got.subarray(0, V), all.subarray(k * V, (k + 1) * V), `row ${k}`);
+    }
+    await runner.dispose();
   });
 });

@@ -141,6 +141,9 @@ export function padBatch(seqs: readonly (readonly number[])[], padId: number): P
   return { batch, seq, lengths: seqs.map((s) => s.length), inputIds, attentionMask };
 }
 
+/** Rows per head run in ModelRunner.logits (see logitsInto). */
+export const HEAD_CHUNK_ROWS = 128;
+
 export class ModelRunner {
   private heads = new Map<'logits' | 'logprobs', Promise<ort.InferenceSession>>();
 
@@ -203,18 +206,34 @@ export class ModelRunner {
 
   /** Head logits for n rows of hidden states ([n, hidden] row-major). */
   async logits(rows: Float32Array, n: number): Promise<Float32Array> {
-    if (n === 0) return new Float32Array(0);
+    const out = new Float32Array(n * this.model.shape.outputSize);
+    await this.logitsInto(rows, n, out);
+    return out;
+  }
+
+  /**
+   * The head over n rows, written by ONNX Runtime straight into `out` ([n, outputs]), HEAD_CHUNK_ROWS
+   * rows per run. A row's logits do not depend on the other rows of its run (bit for bit: MLAS
+   * splits a product over output rows and columns, never over the inner dimension; test/batching),
+   * and the chunks keep the [rows, V] product in cache: measured on 1,280 rows of small-bert-mlm's
+   * head (V = 30,522, 2 threads), 258–264 ms CPU in chunks of 128 against 326–371 ms in one run.
+   */
+  private async logitsInto(rows: Float32Array, n: number, out: Float32Array): Promise<void> {
+    if (n === 0) return;
     const s = await this.head('logits');
-    const out = await s.run({ rows: new ort.Tensor('float32', rows, [n, this.hiddenSize]) });
-    return out['logits']!.data as Float32Array;
+    const H = this.hiddenSize;
+    const V = this.model.shape.outputSize;
+    for (let i = 0; i < n; i += HEAD_CHUNK_ROWS) {
+      const m = Math.min(HEAD_CHUNK_ROWS, n - i);
+      await s.run({ rows: new ort.Tensor('float32', rows.subarray(i * H, (i + m) * H), [m, H]) }, { logits: new ort.Tensor('float32', out.subarray(i * V, (i + m) * V), [m, V]) });
+    }
   }
 
   /**
    * Head logits at every real (unpadded) token of a padded batch: [Σ lengths, outputs], row r's
    * tokens in order, then row r+1's. The body runs once on the batch; the head runs on the real rows
-   * only (a right-padded batch of 8–32 sentences is a third to a half padding), into one output
-   * buffer that ONNX Runtime writes directly (no per-call [n, V] allocation and copy). Equal, bit for
-   * bit, to `logits` over all B·S rows at those rows (test/batching.test.ts).
+   * only (a right-padded batch of 8–32 sentences is a third to a half padding). Equal, bit for bit,
+   * to `logits` over all B·S rows at those rows (test/batching.test.ts).
    */
   async tokenLogits(batch: PaddedBatch): Promise<Float32Array> {
     const [last] = await this.hidden(batch, [this.numLayers]);
@@ -222,13 +241,7 @@ export class ModelRunner {
     batch.lengths.forEach((len, r) => {
       for (let p = 0; p < len; p++) at.push([r, p]);
     });
-    const rows = gatherRows(last!, batch.seq, this.hiddenSize, at);
-    const V = this.model.shape.outputSize;
-    const out = new Float32Array(at.length * V);
-    if (at.length === 0) return out;
-    const s = await this.head('logits');
-    await s.run({ rows: new ort.Tensor('float32', rows, [at.length, this.hiddenSize]) }, { logits: new ort.Tensor('float32', out, [at.length, V]) });
-    return out;
+    return this.logits(gatherRows(last!, batch.seq, this.hiddenSize, at), at.length);
   }
 
   /** log softmax(head(rows))[target] for each of n rows. */
