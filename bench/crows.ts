@@ -44,7 +44,8 @@ import { parseArgs } from 'node:util';
 import { parse } from 'csv-parse/sync';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import { readJsonObject } from '../src/model/config.js';
-import { ModelRunner, lengthBuckets, type PaddedBatch } from '../src/runtime/session.js';
+import { ModelRunner, type PaddedBatch } from '../src/runtime/session.js';
+import { maskedBuckets } from '../src/score/masked.js';
 import { crowsPairs, parseCrowsPairs, type CrowsPair } from '../src/measure/crows-pairs.js';
 import { sharedTemplates } from '../src/measure/difflib.js';
 import { DEFAULT_SEED } from '../src/measure/stats/bootstrap.js';
@@ -175,12 +176,12 @@ function pairWork(ckpt: Checkpoint, p: CrowsPair): PairWork {
   return { index: p.index, direction: p.direction, ids1, ids2, pos1: t1.slice(1, -1), pos2: t2.slice(1, -1) };
 }
 
-/** The batches Dikē's ScoreCache forms for a chunk (length buckets up to DEFAULT_MAX_TOKENS tokens). */
+/** The batches Dikē's ScoreCache forms for a chunk (maskedBuckets: same-length sentences, up to DEFAULT_MAX_TOKENS tokens). */
 function batchedGroups(pairs: readonly PairWork[], idx: readonly number[]): [number, 0 | 1][][] {
   const sents = idx.flatMap((i) => [[i, 0] as [number, 0 | 1], [i, 1] as [number, 0 | 1]]);
   const ids = (s: [number, 0 | 1]): number[] => (s[1] === 0 ? pairs[s[0]]!.ids1 : pairs[s[0]]!.ids2);
   const pos = (s: [number, 0 | 1]): number[] => (s[1] === 0 ? pairs[s[0]]!.pos1 : pairs[s[0]]!.pos2);
-  const groups = lengthBuckets(sents.map((s) => ids(s).length), sents.map((s) => pos(s).length), DEFAULT_MAX_TOKENS);
+  const groups = maskedBuckets(sents.map((s) => ({ ids: ids(s), positions: pos(s) })), DEFAULT_MAX_TOKENS);
   return groups.map((g) => g.map((k) => sents[k]!));
 }
 

@@ -10,6 +10,10 @@ import { checksumPositions, type Case, type Checksum, type ModelWorkload } from 
 export interface PassResult {
   /** Seconds for the whole pass. */
   time: number;
+  /** Process CPU seconds of the pass, all threads (less sensitive to other load than `time`). */
+  cpu: number;
+  /** PyTorch only: peak resident memory of its process so far, KiB. */
+  maxRssKiB?: number;
   /** Only when asked for; its accumulation is inside the timed region, so ask in warm-up passes. */
   checksum: Checksum | null;
 }
@@ -17,10 +21,30 @@ export interface PassResult {
 export async function dikePass(runner: ModelRunner, w: ModelWorkload, c: Case, withChecksum: boolean): Promise<PassResult> {
   const check: Checksum | null = withChecksum ? { sum: 0, scale: 0 } : null;
   const V = runner.model.shape.outputSize;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (const group of c.groups) {
     const sentences = group.map((i) => w.sentences[i]!);
-    if (c.kind === 'forward') {
+    if (c.kind === 'forward-real') {
+      const batch = padBatch(
+        sentences.map((s) => s.ids),
+        w.padId,
+      );
+      const logits = await runner.tokenLogits(batch);
+      if (check) {
+        let off = 0;
+        for (const s of sentences) {
+          for (const p of checksumPositions(s.ids.length)) {
+            const row = logits.subarray((off + p) * V, (off + p + 1) * V);
+            for (let v = 0; v < V; v++) {
+              check.sum += row[v]!;
+              check.scale += Math.abs(row[v]!);
+            }
+          }
+          off += s.ids.length;
+        }
+      }
+    } else if (c.kind === 'forward') {
       const batch = padBatch(
         sentences.map((s) => s.ids),
         w.padId,
@@ -51,7 +75,9 @@ export async function dikePass(runner: ModelRunner, w: ModelWorkload, c: Case, w
       }
     }
   }
-  return { time: (performance.now() - t0) / 1000, checksum: check };
+  const time = (performance.now() - t0) / 1000;
+  const cu = process.cpuUsage(c0);
+  return { time, cpu: (cu.user + cu.system) / 1e6, checksum: check };
 }
 
 export function median(xs: readonly number[]): number {

@@ -9,6 +9,10 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import ort from 'onnxruntime-node';
+import { GraphBuilder } from '../src/model/graph/build.js';
+import { graphToOnnx } from '../src/model/graph/to-onnx.js';
+import { ortSessionOptions } from '../src/runtime/session.js';
 
 export function cpuInfo(): { cpu: string; avx512: boolean; flags: Set<string> } {
   const text = fs.readFileSync('/proc/cpuinfo', 'utf8');
@@ -171,4 +175,28 @@ export async function runFacts(start: { cpu: string; avx512: boolean; parallelBe
     node: process.version,
     ort: packageVersion(ROOT, 'onnxruntime-node'),
   };
+}
+
+/**
+ * The machine's float32 GEMM rate through onnxruntime-node (MLAS): GFLOP/s of one n×n·n×n MatMul
+ * (best of 5 after a warm-up), with the bench's session options and thread count. It is the
+ * roofline the bench's "% of GEMM rate" columns divide by (with PyTorch's OpenBLAS rate beside it).
+ */
+export async function ortGemmRate(n: number, threads: number): Promise<number> {
+  const b = new GraphBuilder('gemm-rate', { file: 'bench/machine', get: () => undefined });
+  const x = b.input('a', 'float32', [n, n]);
+  const y = b.input('b', 'float32', [n, n]);
+  b.output(b.node('MatMul', [x, y])[0]!, 'c', 'float32', [n, n]);
+  const s = await ort.InferenceSession.create(graphToOnnx(b.graph), ortSessionOptions(threads));
+  const a = Float32Array.from({ length: n * n }, (_, i) => Math.sin(i));
+  const feeds = { a: new ort.Tensor('float32', a, [n, n]), b: new ort.Tensor('float32', a.slice().reverse(), [n, n]) };
+  await s.run(feeds);
+  let best = Number.POSITIVE_INFINITY;
+  for (let k = 0; k < 5; k++) {
+    const t0 = performance.now();
+    await s.run(feeds);
+    best = Math.min(best, (performance.now() - t0) / 1000);
+  }
+  await s.release();
+  return (2 * n ** 3) / best / 1e9;
 }

@@ -11,8 +11,11 @@ export interface Row {
   tokens: number;
   sentences: number;
   runs: number;
-  dike: { median: number; checksum: Checksum };
-  torch: { median: number; checksum: Checksum };
+  /** Floating-point operations of one pass (workload.ts caseFlops; the same batches on both sides). */
+  flops: number;
+  /** Median wall seconds and median process CPU seconds (all threads) of the timed passes. */
+  dike: { median: number; cpu: number; checksum: Checksum };
+  torch: { median: number; cpu: number; checksum: Checksum };
 }
 
 export interface ModelSection {
@@ -23,6 +26,8 @@ export interface ModelSection {
   /** Anything reduced for this model, in words. */
   note?: string;
   rows: Row[];
+  /** Peak resident memory so far of the Dikē (bench) process and of this model's PyTorch process, MiB. */
+  rss: { dikeMiB: number; torchMiB: number };
 }
 
 export interface Environment extends RunFacts {
@@ -35,6 +40,8 @@ export interface Environment extends RunFacts {
   torchEnv: string;
   torchConfig: string[];
   wallSeconds: number;
+  /** Float32 n×n GEMM rate, GFLOP/s: ORT (MLAS) and PyTorch (OpenBLAS), best of all measurements, and each one. */
+  gemm: { n: number; ort: number; torch: number; ortAll: number[]; torchAll: number[] };
 }
 
 /** Relative tolerance on the checksum; `scale` covers sums that cancel towards zero. */
@@ -49,9 +56,11 @@ export function checksumAgrees(d: Checksum, t: Checksum): { rel: number; ok: boo
 
 const fmt = (x: number, digits = 1): string => x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const sig = (x: number): string => x.toPrecision(8);
+const pct = (x: number): string => `${(100 * x).toFixed(0)} %`;
 
 export function renderResults(env: Environment, sections: ModelSection[]): string {
   const out: string[] = [];
+  const roof = Math.max(env.gemm.ort, env.gemm.torch);
   out.push('# Dikē vs PyTorch: speed', '');
   out.push(`Written by \`npm run bench\` (bench/run.ts) on ${env.date}; total run time ${fmt(env.wallSeconds / 60)} min. Regenerate rather than edit.`, '');
   out.push('## Machine and versions', '');
@@ -68,27 +77,30 @@ export function renderResults(env: Environment, sections: ModelSection[]): strin
   out.push('');
   out.push('## What is measured', '');
   out.push('The same token ids go through both sides: bench/run.ts tokenizes the sentences once and writes the batches to a JSON workload that bench/torch_bert.py executes.', '');
-  out.push('- **forward**: B sentences right-padded, full forward pass including the MLM head at every position (logits [B, S, V]). Dikē: `runner.hidden` then `runner.logits` over all B·S rows. tokens/s = real (unpadded) tokens, [CLS]/[SEP] included, / time.');
-  out.push('- **pll**: pseudo-log-likelihood; every non-special position masked alone; the masked copies of B sentences form one forward batch, and the head + log-softmax run only at the masked rows. Dikē: `maskedTokenLogprobs` per group of B sentences with no token cap. tokens/s = scored tokens / time.');
+  out.push('- **forward**: B sentences right-padded, full forward pass including the MLM head at every position (logits [B, S, V], as Hugging Face\'s BertForMaskedLM). Dikē: `runner.hidden` then `runner.logits` over all B·S rows. tokens/s = real (unpadded) tokens, [CLS]/[SEP] included, / time.');
+  out.push('- **forward-real**: the same, with the head only at the real (unpadded) tokens (logits [Σ lengths, V]); at B = 8 and 32 a third of the B·S rows here are padding. Dikē: `runner.tokenLogits(batch)` (ORT writes the logits straight into the returned buffer); PyTorch: `head(hidden[mask.bool()])`.');
+  out.push('- **pll**: pseudo-log-likelihood; every non-special position masked alone; the head + log-softmax run only at the masked rows. Dikē: one `maskedTokenLogprobs` call per group of B sentences (no token cap); it batches the masked copies of same-length sentences together (`maskedBuckets`), so no row is padded. PyTorch runs exactly those batches. tokens/s = scored tokens / time.');
   out.push('- A pass = every batch of the workload once. One untimed warm-up pass per side (its outputs give the checksum), then N timed passes; the figure is the median pass time. Dikē and PyTorch passes alternate (ABBA order, 250 ms pause after each), so slow drifts in machine load hit both sides alike; PyTorch runs in a separate process that stays loaded for the whole model.');
-  out.push('- **ratio** = Dikē tokens/s ÷ PyTorch tokens/s (> 1: Dikē is faster).');
+  out.push('- **ratio** = Dikē tokens/s ÷ PyTorch tokens/s (> 1: Dikē is faster). **CPU ratio** = PyTorch ÷ Dikē median process CPU seconds of a pass (all threads; less sensitive than wall time to other load on a shared machine).');
+  out.push(`- **GFLOP/s** = the pass\'s floating-point operations (matrix products of the body at the padded length as run, and of the head at the projected rows; workload.ts \`caseFlops\`) ÷ median wall time; **% GEMM** = that ÷ the machine\'s float32 GEMM rate measured in this run (${env.gemm.n}×${env.gemm.n} MatMul, best of the measurements before and after each model): ORT ${fmt(env.gemm.ort)} GFLOP/s (each: ${env.gemm.ortAll.map((x) => fmt(x)).join(', ')}), PyTorch/OpenBLAS ${fmt(env.gemm.torch)} GFLOP/s (each: ${env.gemm.torchAll.map((x) => fmt(x)).join(', ')}); both sides are divided by the higher of the two, ${fmt(Math.max(env.gemm.ort, env.gemm.torch))} GFLOP/s (the machine\'s rate as measured; a low or spread set of measurements means the cores were shared).`);
   out.push(`- **checksum**: forward, the sum of the logits over the whole vocabulary at positions 0, 1 and len−1 of every sentence; pll, the sum of all log-probabilities. "agree" = within ${CHECKSUM_RTOL} relative (or 1e-4 of the sum of absolute values, for sums that cancel).`);
   out.push('');
   for (const s of sections) {
     out.push(`## ${s.name}`, '');
     out.push(`${s.description}. Source: ${s.source}.`, '');
     if (s.note) out.push(`${s.note}`, '');
-    out.push('| workload | B | sentences | tokens/pass | Dikē tok/s | PyTorch tok/s | ratio Dikē/PyTorch | Dikē median s | PyTorch median s | runs | checksum Dikē | checksum PyTorch | rel. diff | agree |');
-    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|');
+    out.push('| workload | B | sentences | tokens/pass | Dikē tok/s | PyTorch tok/s | ratio Dikē/PyTorch | CPU ratio | Dikē median s | PyTorch median s | Dikē CPU s | PyTorch CPU s | GFLOP/pass | Dikē GFLOP/s (% GEMM) | PyTorch GFLOP/s (% GEMM) | runs | checksum Dikē | checksum PyTorch | rel. diff | agree |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|');
     for (const r of s.rows) {
       const dts = r.tokens / r.dike.median;
       const tts = r.tokens / r.torch.median;
       const c = checksumAgrees(r.dike.checksum, r.torch.checksum);
       out.push(
-        `| ${r.kind} | ${r.batch} | ${r.sentences} | ${r.tokens} | ${fmt(dts)} | ${fmt(tts)} | **${(dts / tts).toFixed(2)}** | ${r.dike.median.toFixed(3)} | ${r.torch.median.toFixed(3)} | ${r.runs} | ${sig(r.dike.checksum.sum)} | ${sig(r.torch.checksum.sum)} | ${c.rel.toExponential(1)} | ${c.ok ? 'yes' : '**NO**'} |`,
+        `| ${r.kind} | ${r.batch} | ${r.sentences} | ${r.tokens} | ${fmt(dts)} | ${fmt(tts)} | **${(dts / tts).toFixed(2)}** | ${(r.torch.cpu / r.dike.cpu).toFixed(2)} | ${r.dike.median.toFixed(3)} | ${r.torch.median.toFixed(3)} | ${r.dike.cpu.toFixed(3)} | ${r.torch.cpu.toFixed(3)} | ${fmt(r.flops / 1e9, 2)} | ${fmt(r.flops / r.dike.median / 1e9)} (${pct(r.flops / r.dike.median / 1e9 / roof)}) | ${fmt(r.flops / r.torch.median / 1e9)} (${pct(r.flops / r.torch.median / 1e9 / roof)}) | ${r.runs} | ${sig(r.dike.checksum.sum)} | ${sig(r.torch.checksum.sum)} | ${c.rel.toExponential(1)} | ${c.ok ? 'yes' : '**NO**'} |`,
       );
     }
     out.push('');
+    out.push(`Peak resident memory (maxRSS): Dikē bench process ${fmt(s.rss.dikeMiB, 0)} MiB (cumulative over the models run so far in this process), PyTorch process ${fmt(s.rss.torchMiB, 0)} MiB.`, '');
   }
   const slower = sections.flatMap((s) =>
     s.rows

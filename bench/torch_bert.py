@@ -15,6 +15,7 @@ out on stdout (first a line describing the environment, then one answer per requ
 import argparse
 import ctypes
 import json
+import resource
 import math
 import os
 import struct
@@ -135,9 +136,21 @@ def checksum_positions(n):
 
 
 def run_pass(model, w, case, check):
-    for group in case["groups"]:
+    # The forward batches Dikē runs (pll: its same-length batches within each group of B sentences).
+    for group in case["batches"]:
         sents = [w["sentences"][i] for i in group]
-        if case["kind"] == "forward":
+        if case["kind"] == "forward-real":
+            ids, mask = pad([s["ids"] for s in sents], w["padId"])
+            hidden = model.body(ids, mask)
+            logits = model.head(hidden[mask.bool()])  # [sum of lengths, V], row-major real tokens
+            if check is not None:
+                off = 0
+                for s in sents:
+                    rows = logits[[off + p for p in checksum_positions(len(s["ids"]))]].double()
+                    check["sum"] += rows.sum().item()
+                    check["scale"] += rows.abs().sum().item()
+                    off += len(s["ids"])
+        elif case["kind"] == "forward":
             ids, mask = pad([s["ids"] for s in sents], w["padId"])
             logits = model.head(model.body(ids, mask))  # [B, S, V]
             if check is not None:
@@ -146,7 +159,7 @@ def run_pass(model, w, case, check):
                     check["sum"] += rows.sum().item()
                     check["scale"] += rows.abs().sum().item()
         else:
-            # Every non-special position masked alone; all copies of the group in one batch.
+            # Every non-special position masked alone; all copies of the batch in one forward pass.
             copies, rows_at, cols_at, targets = [], [], [], []
             for s in sents:
                 for p in s["positions"]:
@@ -169,9 +182,10 @@ def run_pass(model, w, case, check):
 
 def timed_pass(model, w, case, with_checksum):
     check = {"sum": 0.0, "scale": 0.0} if with_checksum else None
+    c0 = time.process_time()
     t0 = time.perf_counter()
     run_pass(model, w, case, check)
-    return time.perf_counter() - t0, check
+    return time.perf_counter() - t0, time.process_time() - c0, check
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,8 +273,25 @@ def main():
     with torch.inference_mode():
         for line in sys.stdin:
             req = json.loads(line)
-            seconds, check = timed_pass(model, w, w["cases"][req["case"]], req["checksum"])
-            reply({"time": seconds, "checksum": check})
+            if req.get("gemm"):
+                reply(gemm_rate(req["gemm"]))
+                continue
+            seconds, cpu, check = timed_pass(model, w, w["cases"][req["case"]], req["checksum"])
+            reply({"time": seconds, "cpu": cpu, "checksum": check, "maxRssKiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss})
+
+
+def gemm_rate(n):
+    """float32 GFLOP/s of torch.mm on n×n matrices (best of 5 after one warm-up): the machine's
+    GEMM rate through OpenBLAS, for the roofline column."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return {"gflops": 2 * n ** 3 / best / 1e9}
 
 
 def reply(obj):

@@ -141,6 +141,9 @@ export function padBatch(seqs: readonly (readonly number[])[], padId: number): P
   return { batch, seq, lengths: seqs.map((s) => s.length), inputIds, attentionMask };
 }
 
+/** Rows per head run in ModelRunner.logits (see logitsInto). */
+export const HEAD_CHUNK_ROWS = 128;
+
 export class ModelRunner {
   private heads = new Map<'logits' | 'logprobs', Promise<ort.InferenceSession>>();
 
@@ -203,10 +206,42 @@ export class ModelRunner {
 
   /** Head logits for n rows of hidden states ([n, hidden] row-major). */
   async logits(rows: Float32Array, n: number): Promise<Float32Array> {
-    if (n === 0) return new Float32Array(0);
+    const out = new Float32Array(n * this.model.shape.outputSize);
+    await this.logitsInto(rows, n, out);
+    return out;
+  }
+
+  /**
+   * The head over n rows, written by ONNX Runtime straight into `out` ([n, outputs]), HEAD_CHUNK_ROWS
+   * rows per run. A row's logits do not depend on the other rows of its run (bit for bit: MLAS
+   * splits a product over output rows and columns, never over the inner dimension; test/batching),
+   * and the chunks keep the [rows, V] product in cache: measured on 1,280 rows of small-bert-mlm's
+   * head (V = 30,522, 2 threads), 258–264 ms CPU in chunks of 128 against 326–371 ms in one run.
+   */
+  private async logitsInto(rows: Float32Array, n: number, out: Float32Array): Promise<void> {
+    if (n === 0) return;
     const s = await this.head('logits');
-    const out = await s.run({ rows: new ort.Tensor('float32', rows, [n, this.hiddenSize]) });
-    return out['logits']!.data as Float32Array;
+    const H = this.hiddenSize;
+    const V = this.model.shape.outputSize;
+    for (let i = 0; i < n; i += HEAD_CHUNK_ROWS) {
+      const m = Math.min(HEAD_CHUNK_ROWS, n - i);
+      await s.run({ rows: new ort.Tensor('float32', rows.subarray(i * H, (i + m) * H), [m, H]) }, { logits: new ort.Tensor('float32', out.subarray(i * V, (i + m) * V), [m, V]) });
+    }
+  }
+
+  /**
+   * Head logits at every real (unpadded) token of a padded batch: [Σ lengths, outputs], row r's
+   * tokens in order, then row r+1's. The body runs once on the batch; the head runs on the real rows
+   * only (a right-padded batch of 8–32 sentences is a third to a half padding). Equal, bit for bit,
+   * to `logits` over all B·S rows at those rows (test/batching.test.ts).
+   */
+  async tokenLogits(batch: PaddedBatch): Promise<Float32Array> {
+    const [last] = await this.hidden(batch, [this.numLayers]);
+    const at: [number, number][] = [];
+    batch.lengths.forEach((len, r) => {
+      for (let p = 0; p < len; p++) at.push([r, p]);
+    });
+    return this.logits(gatherRows(last!, batch.seq, this.hiddenSize, at), at.length);
   }
 
   /** log softmax(head(rows))[target] for each of n rows. */
@@ -239,27 +274,34 @@ export function gatherRows(hidden: Float32Array, seq: number, width: number, at:
 
 /**
  * Group items into batches of similar length (length bucketing): sort by length, then fill each
- * batch while rows·maxLength stays within `maxTokens` (a batch always takes at least one item).
+ * batch while rows·maxLength stays within `maxTokens` (a batch always takes at least one item) and
+ * the padding stays within `maxPadding` × the batch's real tokens (default: any padding). With
+ * `maxPadding` 0 a batch holds items of one length only, so no row is ever padded: bench/ measured a
+ * padded token to cost as much as a real one, and attention grows with the padded length squared.
  * Returns groups of item indices; every index appears exactly once.
  */
-export function lengthBuckets(lengths: readonly number[], rowsPerItem: readonly number[], maxTokens: number): number[][] {
+export function lengthBuckets(lengths: readonly number[], rowsPerItem: readonly number[], maxTokens: number, maxPadding = Number.POSITIVE_INFINITY): number[][] {
   const order = lengths.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
   const groups: number[][] = [];
   let cur: number[] = [];
   let rows = 0;
   let maxLen = 0;
+  let real = 0;
   for (const i of order) {
     const newRows = rows + rowsPerItem[i]!;
     const newMax = Math.max(maxLen, lengths[i]!);
-    if (cur.length > 0 && newRows * newMax > maxTokens) {
+    const newReal = real + rowsPerItem[i]! * lengths[i]!;
+    if (cur.length > 0 && (newRows * newMax > maxTokens || newRows * newMax - newReal > maxPadding * newReal)) {
       groups.push(cur);
       cur = [];
       rows = 0;
       maxLen = 0;
+      real = 0;
     }
     cur.push(i);
     rows += rowsPerItem[i]!;
     maxLen = Math.max(maxLen, lengths[i]!);
+    real += rowsPerItem[i]! * lengths[i]!;
   }
   if (cur.length > 0) groups.push(cur);
   return groups;

@@ -3,7 +3,7 @@
  * [MASK] alone, in its own copy of the sequence, and log P(original token) is read at that position.
  * The pseudo-log-likelihood (Salazar et al. 2020; Nangia et al. 2020 for CrowS-Pairs) is the sum over
  * every non-special position. The masked copies of one sequence always go through the model in the
- * same batch; several sequences of similar length share a batch.
+ * same batch; several sequences of the same length share a batch (no padding: see maskedBuckets).
  */
 import { DikeError } from '../errors.js';
 import { ModelRunner, gatherRows, lengthBuckets, padBatch } from '../runtime/session.js';
@@ -31,7 +31,7 @@ export async function maskedTokenLogprobs(
   });
   const results: Float32Array[] = jobs.map((j) => new Float32Array(j.positions.length));
   const H = runner.hiddenSize;
-  const groups = lengthBuckets(jobs.map((j) => j.ids.length), jobs.map((j) => j.positions.length), maxTokens);
+  const groups = maskedBuckets(jobs, maxTokens);
   for (const group of groups) {
     const rows: number[][] = [];
     const at: [number, number][] = [];
@@ -58,6 +58,16 @@ export async function maskedTokenLogprobs(
     }
   }
   return results;
+}
+
+/**
+ * The forward batches of maskedTokenLogprobs: jobs of equal length, up to `maxTokens` tokens (a job's
+ * copies are never split). A sequence is never padded: with up to 40 % padding, batching 8–32
+ * sentences was slower than one sentence at a time (bench/RESULTS.md, issue 15), and a job already
+ * brings as many rows as it has scored positions, so same-length batches are large enough.
+ */
+export function maskedBuckets(jobs: readonly MaskedJob[], maxTokens: number): number[][] {
+  return lengthBuckets(jobs.map((j) => j.ids.length), jobs.map((j) => j.positions.length), maxTokens, 0);
 }
 
 /** Positions of every non-special token: the pseudo-log-likelihood's scored positions. */
