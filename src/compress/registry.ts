@@ -4,6 +4,7 @@ import { magnitude } from './methods/magnitude.js';
 import { rtn } from './methods/rtn.js';
 import { gptq } from './methods/gptq.js';
 import { fairGptq } from './methods/fair-gptq.js';
+import { cwp } from './methods/cwp.js';
 import { dynamicInt8 } from './methods/dynamic-int8.js';
 import { sparsegpt } from './methods/sparsegpt.js';
 import { wanda } from './methods/wanda.js';
@@ -17,6 +18,7 @@ export const METHODS: readonly AnyMethod[] = [
   rtn,
   gptq,
   fairGptq,
+  cwp,
   dynamicInt8,
   wanda,
   sparsegpt,
