@@ -177,5 +177,7 @@ test('bad saliency files: missing tensor, wrong shape, non-finite score → one 
   assertOneLineError(run(nan), 'nan.safetensors', victim, 'entry 5', 'NaN');
   assertOneLineError(run(path.join(dir, 'absent.safetensors')), 'absent.safetensors');
   assertOneLineError(dike(['compress', TINY, '--method', 'cwp', '--bits', '4', '--out', path.join(dir, 'x')]), 'saliency', 'required');
+  assertOneLineError(dike(['saliency', '--model', TINY, '--pairs', path.join(dir, 'no-pairs.json'), '--out', path.join(dir, 's.safetensors')]), 'no-pairs.json', 'not found');
+  assertOneLineError(dike(['saliency', '--model', TINY, '--scorer', 'sum-ll', '--out', path.join(dir, 's.safetensors')]), '--scorer', 'masked-lm');
   assertOneLineError(dike(['compress', TINY, '--method', 'cwp', '--bits', '4', '--opt', 'protect_by=random', '--opt', 'base=gptq', '--out', path.join(dir, 'y')]), 'base', 'only base=rtn');
 });

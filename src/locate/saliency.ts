@@ -162,7 +162,8 @@ export interface SaliencyRequest {
 export async function saveFairnessSaliency(req: SaliencyRequest): Promise<{ items: number; scorer: string; weights: number }> {
   const ckpt = loadCheckpoint(req.model);
   const scorer = req.scorer ?? crowsPairs.defaultScorer(ckpt.task);
-  if (scorer === undefined || !(scorer in crowsPairs.scorers)) throw new DikeError('', '--scorer', `no pair scorer ${JSON.stringify(scorer)} for a ${ckpt.task} model (choices: ${Object.keys(crowsPairs.scorers).join(', ')})`);
+  const choices = ckpt.task === 'causal-lm' ? ['sum-ll'] : ckpt.task === 'masked-lm' ? ['nangia-pll', 'diff-mean'] : [];
+  if (scorer === undefined || !choices.includes(scorer)) throw new DikeError('', '--scorer', `no pair scorer ${JSON.stringify(scorer)} for a ${ckpt.task} model (choices: ${choices.join(', ') || 'none'})`);
   const pairs = sentencePairs(req.dataDir, { source: req.pairs, seed: req.seed, ...(req.limit !== undefined ? { limit: req.limit } : {}) });
   if (pairs.length === 0) throw new DikeError('', '--pairs', `${req.pairs}: no sentence pairs`);
   const items = pairItems(ckpt, pairs, scorer);
