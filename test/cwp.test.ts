@@ -181,3 +181,26 @@ test('bad saliency files: missing tensor, wrong shape, non-finite score → one 
   assertOneLineError(dike(['saliency', '--model', TINY, '--scorer', 'sum-ll', '--out', path.join(dir, 's.safetensors')]), '--scorer', 'masked-lm');
   assertOneLineError(dike(['compress', TINY, '--method', 'cwp', '--bits', '4', '--opt', 'protect_by=random', '--opt', 'base=gptq', '--out', path.join(dir, 'y')]), 'base', 'only base=rtn');
 });
+
+test('audit --variant cwp:…: the variant is keyed by the saliency file\'s content (same path, new scores → recompressed)', () => {
+  const dir = scratchDir('cwp-audit');
+  const ck = loadCheckpoint(TINY);
+  const file = path.join(dir, 'sal.safetensors');
+  const writeScores = (reverse: boolean): void => {
+    writeSafetensors(file, ck.family.linears(ck.config, ck.task).map((l): [string, RawTensor] => {
+      const p = ck.params.get(l.weight)!;
+      const f = Float32Array.from(p.data, (_, i) => (reverse ? p.data.length - i : i));
+      return [l.weight, { dtype: 'F32', shape: p.shape, bytes: new Uint8Array(f.buffer) }];
+    }));
+  };
+  const audit = (): string => {
+    const r = dike(['audit', '--model', TINY, '--variant', `cwp:bits=4,group_size=32,protect=0.05,saliency=${file}`, '--data', DATA, '--limit', '4', '--quality-lines', '0', '--threads', '1', '--out', path.join(dir, 'out'), '--json', '--quiet']);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout).variants[0].weightsSha256 as string;
+  };
+  writeScores(false);
+  const first = audit();
+  assert.equal(audit(), first, 'unchanged file: the finished variant is reused');
+  writeScores(true);
+  assert.notEqual(audit(), first, 'new scores at the same path: recompressed');
+});
