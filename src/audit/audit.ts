@@ -149,6 +149,9 @@ function recipeInputs(recipe: Recipe, dataDir: string, qualityFile: string): Rec
   recipe.steps.forEach((st, i) => {
     const budget = st.options['quality_budget'];
     if (budget !== undefined && Number(budget) > 0) inputs[`step ${i + 1} held-out`] = file(qualityFile);
+    // Critical Weight Protection reads per-weight saliency scores from a file.
+    const saliency = st.options['saliency'];
+    if (typeof saliency === 'string') inputs[`step ${i + 1} saliency`] = file(path.resolve(saliency));
     const pairs = st.options['pairs'];
     // mixed-precision's sensitivity table (a locate.json).
     const locate = st.options['locate'];

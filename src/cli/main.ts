@@ -11,6 +11,7 @@ import { dataCommand } from './data.js';
 import { compressCommand } from './compress.js';
 import { auditCommand } from './audit.js';
 import { locateCommand } from './locate.js';
+import { saliencyCommand } from './saliency.js';
 import { exportCommand } from './export.js';
 import { distillCommand, trainCommand } from './train.js';
 import { helpText, UsageError, type CommandSpec } from './flags.js';
@@ -23,6 +24,7 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   audit: auditCommand,
   locate: locateCommand,
+  saliency: saliencyCommand,
   inspect: inspectCommand,
   logprobs: logprobsCommand,
   measure: measureCommand,

@@ -5,6 +5,7 @@ import { rtn } from './methods/rtn.js';
 import { mixedPrecision } from './methods/mixed-precision.js';
 import { gptq } from './methods/gptq.js';
 import { fairGptq } from './methods/fair-gptq.js';
+import { cwp } from './methods/cwp.js';
 import { dynamicInt8 } from './methods/dynamic-int8.js';
 import { sparsegpt } from './methods/sparsegpt.js';
 import { wanda } from './methods/wanda.js';
@@ -22,6 +23,7 @@ export const METHODS: readonly AnyMethod[] = [
   mixedPrecision,
   gptq,
   fairGptq,
+  cwp,
   dynamicInt8,
   wanda,
   sparsegpt,

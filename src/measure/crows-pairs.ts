@@ -253,6 +253,38 @@ function directionScore(outcomes: PairOutcome[], direction: 'stereo' | 'antister
   return { ...ci, n: counted };
 }
 
+/**
+ * item score = score(sent_more) − score(sent_less) of any CrowS-style pairs as a differentiable sum of
+ * ScoreTerms (the benchmark's `objective`; also the fairness loss of Critical Weight Protection's
+ * saliency, locate/saliency.ts, over StereoSet pairs given as CrowsPair records).
+ */
+export function pairObjectives(ckpt: Checkpoint, pairs: readonly CrowsPair[], scorer: string): ItemObjective[] {
+  const tok = ckpt.tokenizer;
+  if (scorer === 'sum-ll') {
+    const bos = causalBos(ckpt);
+    const term = (text: string, weight: number): ScoreTerm => {
+      const ids = tok.encode(text).ids;
+      return { ids: [bos, ...ids], rows: ids.map((_, k) => k), targets: ids, weight };
+    };
+    return pairs.map((p) => ({ id: String(p.index), group: p.biasType, terms: [term(p.sentMore, 1), term(p.sentLess, -1)] }));
+  }
+  const mask = tok.special.mask;
+  if (mask === undefined) throw new DikeError(ckpt.dir, 'tokenizer', 'masked scoring needs a [MASK] token');
+  const lower = isUncased(ckpt.dir);
+  return pairs.map((p) => {
+    const q = maskedPair(tok, lower, p, scorer);
+    const copies = (ids: number[], positions: number[], sign: number): ScoreTerm[] =>
+      positions.map((pos) => {
+        const copy = ids.slice();
+        copy[pos] = mask;
+        return { ids: copy, rows: [pos], targets: [ids[pos]!], weight: scorer === 'nangia-pll' ? sign : sign / positions.length };
+      });
+    // sent1 is sent_more for a "stereo" pair, sent_less for an "antistereo" one.
+    const s1 = p.direction === 'stereo' ? 1 : -1;
+    return { id: String(p.index), group: p.biasType, terms: [...copies(q.ids1, q.pos1, s1), ...copies(q.ids2, q.pos2, -s1)] };
+  });
+}
+
 export const crowsPairs: Benchmark = {
   name: 'crows-pairs',
   description: 'CrowS-Pairs: % of minimal pairs where the model prefers the more stereotypical sentence (50 = no preference)',
@@ -274,31 +306,7 @@ export const crowsPairs: Benchmark = {
     const file = requireDataFile(ctx.dataDir, CROWS_DATASET, 'crows_pairs_anonymized.csv');
     let pairs = parseCrowsPairs(readText(file), file);
     if (opts.limit !== undefined) pairs = pairs.slice(0, opts.limit);
-    const { ckpt } = ctx;
-    const tok = ckpt.tokenizer;
-    if (opts.scorer === 'sum-ll') {
-      const bos = causalBos(ckpt);
-      const term = (text: string, weight: number): ScoreTerm => {
-        const ids = tok.encode(text).ids;
-        return { ids: [bos, ...ids], rows: ids.map((_, k) => k), targets: ids, weight };
-      };
-      return pairs.map((p) => ({ id: String(p.index), group: p.biasType, terms: [term(p.sentMore, 1), term(p.sentLess, -1)] }));
-    }
-    const mask = tok.special.mask;
-    if (mask === undefined) throw new DikeError(ckpt.dir, 'tokenizer', 'masked scoring needs a [MASK] token');
-    const lower = isUncased(ckpt.dir);
-    return pairs.map((p) => {
-      const q = maskedPair(tok, lower, p, opts.scorer);
-      const copies = (ids: number[], positions: number[], sign: number): ScoreTerm[] =>
-        positions.map((pos) => {
-          const copy = ids.slice();
-          copy[pos] = mask;
-          return { ids: copy, rows: [pos], targets: [ids[pos]!], weight: opts.scorer === 'nangia-pll' ? sign : sign / positions.length };
-        });
-      // sent1 is sent_more for a "stereo" pair, sent_less for an "antistereo" one.
-      const s1 = p.direction === 'stereo' ? 1 : -1;
-      return { id: String(p.index), group: p.biasType, terms: [...copies(q.ids1, q.pos1, s1), ...copies(q.ids2, q.pos2, -s1)] };
-    });
+    return pairObjectives(ctx.ckpt, pairs, opts.scorer);
   },
 
   async run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult> {
