@@ -267,9 +267,9 @@ export function renderReport(r: AuditResults): string {
     esc(m.spec || '—'),
     m.quality ? `${esc(m.quality.kind)} ${fmt(m.quality.value)}` : '—',
     m.quality?.lms !== undefined ? fmt(m.quality.lms) : '—',
+    `<code>${esc(m.weightsSha256.slice(0, 12))}</code>`,
     m.size !== undefined ? `${fmt(m.size.bytes / 1e6)} MB (${fmt(m.size.bitsPerParam, 1)} b/param)` : '—',
     esc(seenText(m)),
-    `<code>${esc(m.weightsSha256.slice(0, 12))}</code>`,
   ]);
   const sigCount = r.benchmarks.reduce((s, b) => s + b.variants.reduce((t, v) => t + Object.values(v.groups).filter((c) => c.significant && c.delta !== 0).length, 0), 0);
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Dikē audit — ${esc(r.dense.dir)}</title><style>${CSS}</style></head><body>
@@ -278,7 +278,7 @@ export function renderReport(r: AuditResults): string {
 Paired statistics: bootstrap intervals resample items jointly for both models (${r.resamples} resamples, seed ${r.seed}); exact McNemar for binary outcomes, sign-flip permutation otherwise; Holm–Bonferroni across groups; α = ${r.alpha}.
 ${sigCount} significant group-level change${sigCount === 1 ? '' : 's'}. Dikē ${esc(r.version)}.</p>
 ${(r.warnings ?? []).map((w) => `<p class="warn"><b>${esc(w)}</b></p>`).join('')}
-<h2>Models</h2>${table(['model', 'compression', 'quality (held-out)', 'StereoSet LMS', 'size', 'data seen', 'weights SHA-256'], modelRows, 2)}
+<h2>Models</h2>${table(['model', 'compression', 'quality (held-out)', 'StereoSet LMS', 'weights SHA-256', 'size', 'data seen'], modelRows, 2)}
 ${r.benchmarks.map((b) => benchmarkSection(r, b)).join('\n')}
 <h2>Data</h2>${table(['file', 'SHA-256'], r.data.map((d) => [esc(d.file), `<code>${esc(d.sha256)}</code>`]), 2)}
 </body></html>
