@@ -237,7 +237,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
   if (existsSync(path.join(final, 'testbed.json'))) return final;
   const work = path.join(root, `.${r.name}-${key.slice(0, 16)}.build`);
   mkdirSync(work, { recursive: true });
-  log(`testbed ${r.name}: building into ${final} (first use; about a few minutes on 2 cores)`);
+  log(`testbed ${r.name}: building into ${final} (first use)`);
   const words = readWordList(wordsFile(r));
   const corpora = testbedCorpora(words);
   const skewFile = path.join(work, 'skew.txt');
