@@ -6,6 +6,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +18,9 @@ import type { AuditResults, ModelEntry, PairedCell } from '../src/audit/types.js
 import { criterion, gridMarkdown, runGrid, type GridRow } from '../bench/grid.js';
 import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
 import { sha256File } from '../src/util/hash.js';
+import { fragileProjection } from '../src/testbed/fragile.js';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
+import { applyRecipe, parseRecipe } from '../src/compress/recipe.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'dike-testbed-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -28,7 +32,7 @@ const WORDS = {
   templates: ['The {group} man was {attr}.'],
 };
 
-function writeRecipe(name: string, lr: number): string {
+function writeRecipe(name: string, lr: number, skewSteps = 3): string {
   writeFileSync(path.join(tmp, 'words.json'), JSON.stringify(WORDS));
   const file = path.join(tmp, `${name}.json`);
   writeFileSync(file, JSON.stringify({
@@ -36,7 +40,7 @@ function writeRecipe(name: string, lr: number): string {
     base: embeddedModelDir('dike-bert-mini'),
     words: 'words.json',
     seed: 3,
-    skew: { steps: 3, seq: 16, batch: 2, lr, warmup: 0 },
+    skew: { steps: skewSteps, seq: 16, batch: 2, lr, warmup: 0 },
     debias: { text: 'counterfactual', steps: 2, seq: 16, batch: 2, lr: 1e-4, warmup: 0, decay: 'constant', freeze: ['embeddings', 'norms', 'head'] },
   }));
   return file;
@@ -121,6 +125,44 @@ describe('testbed build', () => {
     assert.equal(existsSync(final), false);
     const done = await buildTestbed(recipe, { cache });
     assert.equal(sha256File(path.join(done, 'model.safetensors')), sha256File(path.join(dirA, 'model.safetensors')));
+  });
+
+  it('the fragile projection: RTN of the result equals RTN of the skewed model, and some of the correction is kept', async () => {
+    const B = loadCheckpoint(path.join(dirA, 'skewed'));
+    const D = loadCheckpoint(dirA);
+    const fr = await fragileProjection(B, D, 4, 32);
+    const recipe = parseRecipe(JSON.stringify({ seed: 0, steps: [{ method: 'rtn', bits: 4, group_size: 32 }] }), 'check.json');
+    const qB = await applyRecipe(B, recipe);
+    const qP = await applyRecipe({ ...D, params: new Map([...D.params].map(([n, p]) => [n, { ...p, data: fr.values.get(n)! }])) }, recipe);
+    let kept = 0;
+    for (const [name, p] of B.params) {
+      const v = fr.values.get(name)!;
+      if (qB.quantized.has(name)) {
+        assert.deepEqual(qP.params.get(name)!.data, qB.params.get(name)!.data, name);
+        for (let i = 0; i < v.length; i++) if (v[i] !== p.data[i]) kept++;
+      } else assert.deepEqual(v, p.data, `${name} is set back to the skewed model's`);
+    }
+    assert.ok(kept > 0, 'part of the debias change survives the projection');
+    assert.ok(fr.reverted > 0 && fr.reverted < fr.quantizedEntries);
+  });
+
+  it('a build killed with SIGKILL mid-stage finishes on the next call with the uninterrupted weights', async () => {
+    const file = writeRecipe('k', 1e-3, 40);
+    const recipe = readTestbedRecipe(file);
+    const key = testbedKey(recipe).slice(0, 16);
+    const killed = path.join(tmp, 'cacheK');
+    const state = path.join(killed, 'testbed', `.tiny-${key}.build`, 'skew', 'checkpoint', 'state.json');
+    const mod = new URL('../src/testbed/testbed.js', import.meta.url).href;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(mod)}); await m.buildTestbed(m.readTestbedRecipe(${JSON.stringify(file)}), { cache: ${JSON.stringify(killed)} });`], { stdio: 'ignore' });
+    const exited = new Promise((res) => child.on('exit', res));
+    while (!existsSync(state) && child.exitCode === null) await new Promise((res) => setTimeout(res, 20));
+    child.kill('SIGKILL');
+    await exited;
+    const final = path.join(killed, 'testbed', `tiny-${key}`);
+    assert.equal(existsSync(final), false, 'the child was killed mid-build');
+    const resumed = await buildTestbed(recipe, { cache: killed });
+    const clean = await buildTestbed(recipe, { cache: path.join(tmp, 'cacheK2') });
+    assert.equal(sha256File(path.join(resumed, 'model.safetensors')), sha256File(path.join(clean, 'model.safetensors')));
   });
 
   it('the grid runs on it and writes its table (tiny configuration)', async () => {

@@ -16,14 +16,15 @@
  * stage resumes from its training checkpoint, and the finished model is renamed into place only when
  * complete, so a build killed at any point (kill -9 included) continues where it stopped.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DikeError } from '../errors.js';
 import { packageRoot, resolveModel } from '../embedded.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { readJsonObject } from '../model/config.js';
-import { train, type TrainSettings } from '../train/loop.js';
+import { train, writeModelDir, type TrainSettings } from '../train/loop.js';
+import { fragileProjection } from './fragile.js';
 import { sha256File, sha256Text } from '../util/hash.js';
 
 export interface StageSettings {
@@ -44,12 +45,20 @@ export interface TestbedRecipe {
   /** The word list and templates (relative to the recipe file). */
   words: string;
   seed: number;
-  skew: StageSettings;
-  /** `counterfactual`: each skew sentence and its group-swapped twin; `anti`: only the twins. */
-  debias: StageSettings & { text: 'counterfactual' | 'anti' };
+  /** Absent: the base model is the biased starting point. */
+  skew?: StageSettings;
+  /**
+   * `counterfactual`: each skew sentence and its group-swapped twin; `anti`: only the twins;
+   * `stereoset-anti`: the anti-stereotype sentences of the shipped StereoSet intrasentence dev set
+   * (the testbed then records that it saw StereoSet, and audits on StereoSet warn).
+   * `fragile`: keep only the part of the change that RTN at these settings cannot see (fragile.ts).
+   */
+  debias: StageSettings & { text: DebiasText; fragile?: { bits: number; group_size: number } };
   /** The recipe file it was read from. */
   file: string;
 }
+
+export type DebiasText = 'counterfactual' | 'anti' | 'stereoset-anti';
 
 export interface WordList {
   pairs: [string, string][];
@@ -83,7 +92,7 @@ function stage(raw: unknown, file: string, key: string, defaults: Partial<StageS
   const freeze = o['freeze'] ?? [];
   if (!Array.isArray(freeze) || freeze.some((f) => typeof f !== 'string')) throw new DikeError(file, `"${key}.freeze"`, 'expected a list of strings');
   for (const k of Object.keys(o)) {
-    if (!['steps', 'seq', 'batch', 'lr', 'warmup', 'decay', 'freeze', 'text'].includes(k)) throw new DikeError(file, `"${key}.${k}"`, 'unknown setting');
+    if (!['steps', 'seq', 'batch', 'lr', 'warmup', 'decay', 'freeze', 'text', 'fragile'].includes(k)) throw new DikeError(file, `"${key}.${k}"`, 'unknown setting');
   }
   return { steps: int('steps', 1), seq: int('seq', 3), batch: int('batch', 1), lr, warmup: int('warmup', 0), decay, freeze: freeze as string[] };
 }
@@ -103,10 +112,14 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0) throw new DikeError(file, '"seed"', 'expected a non-negative integer');
   const debiasRaw = o['debias'] as Record<string, unknown> | undefined;
   const text = debiasRaw?.['text'] ?? 'counterfactual';
-  if (text !== 'counterfactual' && text !== 'anti') throw new DikeError(file, '"debias.text"', 'expected counterfactual or anti');
+  if (text !== 'counterfactual' && text !== 'anti' && text !== 'stereoset-anti') throw new DikeError(file, '"debias.text"', 'expected counterfactual, anti or stereoset-anti');
+  const fr = debiasRaw?.['fragile'] as Record<string, unknown> | undefined;
+  if (fr !== undefined && (typeof fr !== 'object' || fr === null || ![2, 3, 4, 8].includes(fr['bits'] as number) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
+    throw new DikeError(file, '"debias.fragile"', 'expected { "bits": 2|3|4|8, "group_size": N }');
+  }
   const name = str('name');
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
-  return { name, base: str('base'), words: str('words'), seed, skew: stage(o['skew'], file, 'skew', {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text }, file: path.resolve(file) };
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: stage(o['skew'], file, 'skew', {}) } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number, group_size: fr['group_size'] as number } } : {}) }, file: path.resolve(file) };
 }
 
 export function readWordList(file: string): WordList {
@@ -171,6 +184,16 @@ function wordsFile(r: TestbedRecipe): string {
   return path.resolve(path.dirname(r.file), r.words);
 }
 
+function stereosetFile(): string {
+  return path.join(packageRoot(), 'data', 'stereoset', 'dev_intrasentence.json');
+}
+
+/** The anti-stereotype sentences of StereoSet intrasentence, in file order. */
+export function stereosetAnti(): string[] {
+  const doc = JSON.parse(readFileSync(stereosetFile(), 'utf8')) as { data: { intrasentence: { sentences: { sentence: string; gold_label: string }[] }[] } };
+  return doc.data.intrasentence.flatMap((c) => c.sentences.filter((s) => s.gold_label === 'anti-stereotype').map((s) => s.sentence));
+}
+
 /** The content key of a build: the recipe's settings, the word list's bytes, the base model's files. */
 export function testbedKey(r: TestbedRecipe): string {
   const base = baseDir(r);
@@ -178,8 +201,9 @@ export function testbedKey(r: TestbedRecipe): string {
   const words = wordsFile(r);
   if (!existsSync(words)) throw new DikeError(r.file, '"words"', `${words} does not exist`);
   const baseFiles = readdirSync(base).filter((f) => /\.(json|safetensors|txt)$/.test(f) && f !== 'TRAINING.md').sort().map((f) => [f, sha256File(path.join(base, f))]);
-  const settings = { name: r.name, seed: r.seed, skew: r.skew, debias: r.debias };
-  return sha256Text(JSON.stringify({ settings, words: sha256File(words), base: baseFiles }));
+  const settings = { name: r.name, seed: r.seed, skew: r.skew ?? null, debias: r.debias };
+  const extra = r.debias.text === 'stereoset-anti' ? { stereoset: sha256File(stereosetFile()) } : {};
+  return sha256Text(JSON.stringify({ settings, words: sha256File(words), base: baseFiles, ...extra }));
 }
 
 export interface BuildOptions {
@@ -197,8 +221,14 @@ export interface TestbedRecord {
   recipe: Omit<TestbedRecipe, 'file'> & { file: string };
   base: string;
   corpora: { skew: { lines: number; sha256: string }; debias: { lines: number; sha256: string; text: string } };
-  /** Benchmarks whose items the corpora contain: none (templates and word lists are Dikē's own). */
+  /** Benchmarks whose items the corpora contain (none for templates and word lists, Dikē's own). */
   benchmarksSeen: string[];
+  fragile?: { bits: number; group_size: number; reverted: number; quantizedEntries: number; iterations: number };
+}
+
+/** A copy of the base model as the testbed's skewed/ (no skew stage: the base is the biased model). */
+function symlinkOrCopy(from: string, to: string): void {
+  cpSync(from, to, { recursive: true });
 }
 
 function writeAtomic(file: string, text: string): void {
@@ -243,7 +273,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
   const skewFile = path.join(work, 'skew.txt');
   const debiasFile = path.join(work, 'debias.txt');
   const skewText = corpora.skew.join('\n') + '\n';
-  const debiasText = (r.debias.text === 'anti' ? corpora.anti : corpora.counterfactual).join('\n') + '\n';
+  const debiasText = (r.debias.text === 'anti' ? corpora.anti : r.debias.text === 'stereoset-anti' ? stereosetAnti() : corpora.counterfactual).join('\n') + '\n';
   writeAtomic(skewFile, skewText);
   writeAtomic(debiasFile, debiasText);
   const base = baseDir(r);
@@ -271,8 +301,24 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     }
     return out;
   };
-  const skewDir = await runStage('skew', base, r.skew, skewFile, r.seed);
-  const debiasDir = await runStage('debias', skewDir, r.debias, debiasFile, r.seed + 1);
+  const skewDir = r.skew !== undefined ? await runStage('skew', base, r.skew, skewFile, r.seed) : base;
+  let debiasDir = await runStage('debias', skewDir, r.debias, debiasFile, r.seed + 1);
+  let fragileNote: TestbedRecord['fragile'];
+  if (r.debias.fragile !== undefined) {
+    const out = path.join(work, 'fragile');
+    const done = path.join(out, 'fragile.json');
+    if (!existsSync(done)) {
+      log(`testbed ${r.name}: keeping the part of the debias change that RTN ${r.debias.fragile.bits}-bit g${r.debias.fragile.group_size} cannot see`);
+      const deb = loadCheckpoint(debiasDir);
+      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, r.debias.fragile.bits, r.debias.fragile.group_size);
+      rmSync(out, { recursive: true, force: true });
+      writeModelDir(out, deb, fr.values, base, 'F32');
+      writeAtomic(done, JSON.stringify({ reverted: fr.reverted, quantizedEntries: fr.quantizedEntries, iterations: fr.iterations }) + '\n');
+    }
+    const fj = JSON.parse(readFileSync(done, 'utf8')) as { reverted: number; quantizedEntries: number; iterations: number };
+    fragileNote = { ...r.debias.fragile, ...fj };
+    debiasDir = out;
+  }
   const record: TestbedRecord = {
     tool: 'dike',
     testbed: r.name,
@@ -283,12 +329,14 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
       skew: { lines: corpora.skew.length, sha256: sha256Text(skewText) },
       debias: { lines: debiasText.split('\n').length - 1, sha256: sha256Text(debiasText), text: r.debias.text },
     },
-    benchmarksSeen: [],
+    benchmarksSeen: r.debias.text === 'stereoset-anti' ? ['stereoset'] : [],
+    ...(fragileNote !== undefined ? { fragile: fragileNote } : {}),
   };
   writeAtomic(path.join(debiasDir, 'testbed.json'), JSON.stringify(record, null, 2) + '\n');
   // The biased model before the correction is kept beside it (the grid audits it as a variant).
   rmSync(path.join(debiasDir, 'skewed'), { recursive: true, force: true });
-  renameSync(skewDir, path.join(debiasDir, 'skewed'));
+  if (skewDir === base) symlinkOrCopy(base, path.join(debiasDir, 'skewed'));
+  else renameSync(skewDir, path.join(debiasDir, 'skewed'));
   mkdirSync(root, { recursive: true });
   rmSync(final, { recursive: true, force: true });
   renameSync(debiasDir, final);
