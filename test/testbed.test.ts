@@ -72,6 +72,15 @@ describe('testbed corpora', () => {
     assert.throws(() => readTestbedRecipe(bad), (e: Error) => e.name === 'DikeError' && e.message.includes('bad.json') && e.message.includes('"skew.steps"'));
   });
 
+  it('a freeze item that matches nothing is refused before any training, naming the recipe key', async () => {
+    writeFileSync(path.join(tmp, 'words.json'), JSON.stringify(WORDS));
+    const f = path.join(tmp, 'badfreeze.json');
+    writeFileSync(f, JSON.stringify({ name: 'bf', base: embeddedModelDir('dike-gpt2-mini'), words: 'words.json', seed: 1, skew: { steps: 1, seq: 16, batch: 1, lr: 1e-3, warmup: 0 }, debias: { steps: 1, seq: 16, batch: 1, lr: 1e-3, warmup: 0, freeze: ['nosuchparam'] } }));
+    const cache = path.join(tmp, 'cacheBF');
+    await assert.rejects(buildTestbed(readTestbedRecipe(f), { cache }), (e: Error) => e.name === 'DikeError' && e.message.includes('badfreeze.json') && e.message.includes('"debias.freeze"'));
+    assert.equal(existsSync(path.join(cache, 'testbed', `.bf-${testbedKey(readTestbedRecipe(f)).slice(0, 16)}.build`, 'skew')), false);
+  });
+
   it('the cache root follows DIKE_CACHE, then XDG_CACHE_HOME', () => {
     assert.equal(cacheRoot({ DIKE_CACHE: '/a/b' }), path.resolve('/a/b'));
     assert.equal(cacheRoot({ XDG_CACHE_HOME: '/x' }), path.join(path.resolve('/x'), 'dike'));

@@ -23,7 +23,7 @@ import { DikeError } from '../errors.js';
 import { packageRoot, resolveModel } from '../embedded.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { readJsonObject } from '../model/config.js';
-import { train, writeModelDir, type TrainSettings } from '../train/loop.js';
+import { frozenSelector, train, writeModelDir, type TrainSettings } from '../train/loop.js';
 import { fragileProjection } from './fragile.js';
 import { sha256File, sha256Text } from '../util/hash.js';
 
@@ -280,6 +280,15 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
   const baseModel = loadCheckpoint(base);
   if (baseModel.task !== 'masked-lm' && baseModel.task !== 'causal-lm') throw new DikeError(r.file, '"base"', `${baseModel.hfClass} is not a language model`);
   const objective = baseModel.task;
+  // A --freeze item that matches nothing is refused before any training.
+  for (const [k, st] of [['skew', r.skew], ['debias', r.debias]] as const) {
+    if (st === undefined) continue;
+    try {
+      frozenSelector(baseModel, st.freeze);
+    } catch (e) {
+      throw new DikeError(r.file, `"${k}.freeze"`, e instanceof DikeError ? e.problem : String(e));
+    }
+  }
   let budget = opts.stopAfterSteps;
   const runStage = async (name: string, from: string, s: StageSettings, data: string, seed: number): Promise<string> => {
     const out = path.join(work, name);
