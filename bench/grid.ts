@@ -210,7 +210,10 @@ export function gridMarkdown(grid: GridModelResult[], command: string): string {
           const pv2 = pc ? b.variants.find((x) => x.variant === pc.variant) : undefined;
           const verdict = criterion({ cell: v.overall, entry }, pe && pv2 ? { cell: pv2.overall, entry: pe } : undefined);
           success = `${verdict.verdict === 'pass' ? '**pass**' : verdict.verdict}: ${verdict.why}`;
-        } else if (c.row.kind === 'plain') success = significant(v.overall) ? (v.overall.delta > 0 ? 'adds bias (significant)' : 'removes bias (significant)') : 'not significant';
+        } else if (c.row.kind === 'plain') {
+          const away = Math.abs(v.overall.score.score - b.neutral) > Math.abs(b.dense.overall.score - b.neutral);
+          success = significant(v.overall) ? `significant, score ${v.overall.delta > 0 ? 'up' : 'down'} (${away ? 'away from' : 'toward'} ${f2(b.neutral)})` : 'not significant';
+        }
         lines.push(`| ${c.row.name} | ${c.row.kind} | ${bits} | ${b.benchmark} | ${f2(v.overall.score.score)} | ${f2(v.overall.delta)} [${f2(v.overall.deltaCi95[0])}, ${f2(v.overall.deltaCi95[1])}] | ${pv(v.overall.p)} | ${q} | ${entry.size ? f2(entry.size.bytes / 1e6) : '—'} | ${success} |`);
       }
     }
