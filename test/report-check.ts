@@ -153,6 +153,10 @@ export function checkReport(html: string, r: AuditResults): number {
     if (m.quality?.lms !== undefined) assertShown(row[3]!, m.quality.lms, `${m.name} LMS`);
     else assert.equal(row[3], '—');
     assert.ok(m.weightsSha256.startsWith(row[4]!) && row[4]!.length === 12, `${m.name} weights`);
+    if (m.size !== undefined) assertShown(row[5]!.split(' ')[0]!, m.size.bytes / 1e6, `${m.name} size`);
+    else assert.equal(row[5], '—');
+    if (m.saw === undefined) assert.equal(row[6], '—');
+    else if (m.saw.calibration) assert.ok(row[6]!.includes(m.saw.calibration.sha256.slice(0, 8)), `${m.name} calibration hash`);
   });
   for (const b of r.benchmarks) {
     const sec = section(html, b.benchmark);

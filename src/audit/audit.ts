@@ -26,7 +26,8 @@ import { dikeVersion } from '../version.js';
 import { canonicalJson, hashModelDir, openStore, runKey, storePath, type Store } from './store.js';
 import { discordantCounts, holm, mcnemarExact, pairOutcomes, pairedBootstrapDelta, pairedPermutationTest } from './paired.js';
 import { flipCountsByGroup, flips, overRepresentation } from './cie.js';
-import type { AuditResults, BenchmarkAudit, Exemplar, ModelEntry, PairedCell, VariantComparison } from './types.js';
+import type { AuditResults, BenchmarkAudit, DataSeen, Exemplar, ModelEntry, PairedCell, VariantComparison } from './types.js';
+import { modelSize } from './size.js';
 import { renderReport } from './report/html.js';
 import { sentencePairs } from '../measure/pairs.js';
 import { counterfactualDir } from '../measure/counterfactual.js';
@@ -171,6 +172,57 @@ function recipeInputs(recipe: Recipe, dataDir: string, qualityFile: string): Rec
             : file(path.resolve(base));
   });
   return inputs;
+}
+
+/**
+ * What a model saw besides its own training: a variant's calibration text and debiasing pairs (from its
+ * recipe), or a testbed's fine-tuning corpora (testbed.json in its directory).
+ */
+export function dataSeen(recipe: Recipe | undefined, dir: string, dataDir: string): DataSeen | undefined {
+  const seen: DataSeen = {};
+  const file = (f: string): string => (existsSync(f) ? sha256FileStreamed(f) : 'absent');
+  if (recipe?.calibration !== undefined) seen.calibration = { file: path.basename(recipe.calibration.file), sha256: file(recipe.calibration.file) };
+  recipe?.steps.forEach((st, i) => {
+    const pairs = st.options['pairs'];
+    if (typeof pairs !== 'string') return;
+    const bench = pairs.slice(pairs.lastIndexOf(':') + 1);
+    const sha = bench === 'stereoset' || bench === 'crows-pairs' ? hashDataFolder(dataDir, bench).hash : existsSync(path.resolve(pairs)) ? file(path.resolve(pairs)) : 'generated';
+    (seen.pairs ??= []).push({ step: i + 1, method: st.method, source: pairs, sha256: sha });
+  });
+  const tb = path.join(dir, 'testbed.json');
+  if (existsSync(tb)) {
+    const t = JSON.parse(readFileSync(tb, 'utf8')) as { testbed: string; corpora: Record<string, { sha256: string }>; benchmarksSeen?: string[] };
+    seen.training = { testbed: t.testbed, corpora: Object.fromEntries(Object.entries(t.corpora).map(([k, v]) => [k, v.sha256])), benchmarks: t.benchmarksSeen ?? [] };
+  }
+  return Object.keys(seen).length > 0 ? seen : undefined;
+}
+
+/**
+ * Overlaps between the data each model saw and the benchmarks scored, one line each: debiasing pairs
+ * drawn from a scored benchmark (`pairs=stereoset` audited on stereoset, `shuffled:stereoset` too, or a
+ * pairs/calibration file inside a scored benchmark's data folder), or a testbed trained on its items.
+ * A variant's Δ on such a benchmark is not a held-out result.
+ */
+export function overlapWarnings(models: readonly Pick<ModelEntry, 'name' | 'saw'>[], scored: readonly { name: string; folder: string }[], dataDir: string): string[] {
+  const out: string[] = [];
+  const inFolder = (f: string, folder: string): boolean => {
+    const rel = path.relative(path.resolve(dataDir, folder), path.resolve(f));
+    return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  };
+  for (const m of models) {
+    const s = m.saw;
+    if (s === undefined) continue;
+    for (const b of scored) {
+      for (const p of s.pairs ?? []) {
+        const named = p.source === b.name || p.source.endsWith(`:${b.name}`);
+        if (named || inFolder(p.source, b.folder)) {
+          out.push(`warning: ${m.name} was debiased (step ${p.step}, ${p.method}) with pairs from ${b.name} (pairs=${p.source}), which this audit scores: its Δ on ${b.name} is not held out`);
+        }
+      }
+      if (s.training?.benchmarks.includes(b.name)) out.push(`warning: ${m.name} was trained (testbed ${s.training.testbed}) on ${b.name} items, which this audit scores: its results on ${b.name} are not held out`);
+    }
+  }
+  return out;
 }
 
 /** Compress a variant into <out>/variants/<name> unless a finished copy with the same recipe and inputs is there. */
@@ -416,7 +468,10 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
           ...(v.family !== undefined ? { family: v.family } : {}),
           ...(v.level !== undefined ? { level: v.level } : {}),
           ...(quality ? { quality } : {}),
+          size: modelSize(ckpt),
         };
+        const saw = dataSeen(v.recipe, dir, req.dataDir);
+        if (saw !== undefined) entry.saw = saw;
         models.push({ entry, ckpt, results });
       } finally {
         await runner?.dispose();
@@ -439,6 +494,8 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
     const data = [...dataHashes.values()].flatMap((h) => h.records);
     // The held-out text of the quality proxy: the lines read (their SHA-256) and where they came from.
     if (qualityLines.length > 0) data.push({ file: `${path.basename(path.dirname(qualityFile))}/${path.basename(qualityFile)} (first ${qualityLines.length} lines)`, sha256: qualityHash });
+    const warnings = overlapWarnings(models.map((m) => m.entry), plan.map(({ benchmark }) => ({ name: benchmark.name, folder: benchmark.dataset.folder })), req.dataDir);
+    for (const w of warnings) log(w);
     const results: AuditResults = {
       tool: 'dike',
       version: dikeVersion(),
@@ -449,6 +506,7 @@ export async function runAudit(req: AuditRequest): Promise<AuditResults> {
       variants: vs.map((m) => m.entry),
       benchmarks,
       data,
+      warnings,
     };
     writeAtomic(path.join(req.out, 'results.json'), JSON.stringify(results, null, 2) + '\n');
     writeAtomic(path.join(req.out, 'report.html'), renderReport(results));

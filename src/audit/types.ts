@@ -15,6 +15,19 @@ export interface ModelEntry {
   level?: number;
   weightsSha256: string;
   quality?: { kind: string; value: number; tokens: number; /** StereoSet's language-model score, when StereoSet was run. */ lms?: number };
+  /** Deployed size (src/audit/size.ts: 16-bit values, quantized and pruned matrices as stored). */
+  size?: { bytes: number; bitsPerParam: number };
+  /** The data this model saw besides its base training: what compressed it, or what built it (testbeds). */
+  saw?: DataSeen;
+}
+
+/** Data a model saw: calibration text, debiasing pairs, testbed training corpora. */
+export interface DataSeen {
+  calibration?: { file: string; sha256: string };
+  /** Sentence pairs of a debiasing step (fair-gptq and others): the source as given and its content hash. */
+  pairs?: { step: number; method: string; source: string; sha256: string }[];
+  /** A testbed's fine-tuning corpora (testbed.json) and the benchmarks whose items they contain. */
+  training?: { testbed: string; corpora: Record<string, string>; benchmarks: string[] };
 }
 
 /** A paired comparison of one variant with the dense model on one benchmark group. */
@@ -80,4 +93,6 @@ export interface AuditResults {
   variants: ModelEntry[];
   benchmarks: BenchmarkAudit[];
   data: DataFileRecord[];
+  /** One line per overlap between what a model saw and what this audit scores (also printed). */
+  warnings?: string[];
 }

@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { corpusFile, embeddedDataDir, resolveModel } from '../embedded.js';
+import { corpusFile, embeddedDataDir } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import { resolveDataDir } from '../measure/data.js';
 import { parseVariant, runAudit, sweepVariants, type AuditRequest, type VariantSpec } from '../audit/audit.js';
 import type { AuditResults } from '../audit/types.js';
@@ -82,7 +83,7 @@ export const auditCommand = {
     const out = args.str('out')!;
     const quiet = args.bool('quiet');
     if (args.all('variant').length + args.all('sweep').length === 0) throw args.error('--variant/--sweep', 'give at least one --variant or --sweep');
-    const model = resolveModel(args.str('model'));
+    const model = (await resolveModelArg(args.str('model'), { log: (l) => process.stderr.write(l + '\n') }));
     const dataDir = resolveDataDir(args.str('data'), { embedded: true });
     const embeddedData = path.resolve(dataDir) === path.resolve(embeddedDataDir());
     const seed = args.num('seed')!;
@@ -139,6 +140,8 @@ export const auditCommand = {
       log: say,
     };
     const results = await runAudit({ ...request, variants });
+    // Overlap warnings are printed even with --quiet (the log above prints them otherwise).
+    if (quiet) for (const w of results.warnings ?? []) process.stderr.write(w + '\n');
     // --locate: `dike locate` (layer-module units) for every variant given as a recipe or method spec,
     // sharing the audit's store, written under <out>/locate/<variant>/ and added to report.html.
     const located: LocateResults[] = [];

@@ -1,4 +1,5 @@
-import { corpusFile, resolveModel } from '../embedded.js';
+import { corpusFile } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import { resolveDataDir } from '../measure/data.js';
 import { sentencePairs, type SentencePairRequest } from '../measure/pairs.js';
 import { readQualityLines } from '../audit/audit.js';
@@ -133,7 +134,7 @@ export const compressCommand = {
     const recipe = recipeFile !== undefined ? readRecipe(recipeFile) : recipeFromFlags(args);
     // A recipe file that names no calibration text gets the default one (recorded in compression.json).
     if (recipe.calibration === undefined && recipe.calibrationTokens === undefined && needsCalibration(recipe)) recipe.calibration = { file: defaultCalibrationFile(args.str('data')), samples: 128, seqLen: 128 };
-    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
+    const ckpt = loadCheckpoint((await resolveModelArg(args.positionals[0]!, { log: (l) => process.stderr.write(l + '\n') })).dir);
     let result: Awaited<ReturnType<typeof applyRecipe>>;
     try {
       // Sentence pairs for fair-gptq (pairs=stereoset|crows-pairs|<file>), from --data / DIKE_DATA / the embedded data.

@@ -1,4 +1,4 @@
-import { resolveModel } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import { renameSync, writeFileSync } from 'node:fs';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -41,7 +41,7 @@ export const exportCommand = {
     const execution = args.str('execution') as 'simulated' | 'deployed';
     const level = args.num('accuracy-level');
     const kernel = args.str('int8-kernel') as 'DynamicQuantizeMatMul' | 'MatMulInteger' | undefined;
-    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
+    const ckpt = loadCheckpoint((await resolveModelArg(args.positionals[0]!, { log: (l) => process.stderr.write(l + '\n') })).dir);
     const exported = exportOnnx(ckpt, {
       execution,
       deploy: { ...(level !== undefined ? { accuracyLevel: level } : {}), ...(kernel !== undefined ? { int8Kernel: kernel } : {}) },

@@ -1,4 +1,4 @@
-import { resolveModel } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { describeModel, type ModelDescription } from '../model/describe.js';
@@ -61,7 +61,7 @@ export const inspectCommand = {
   spec,
   async run(argv: string[]): Promise<void> {
     const args = parseFlags(spec, argv);
-    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
+    const ckpt = loadCheckpoint((await resolveModelArg(args.positionals[0]!, { log: (l) => process.stderr.write(l + '\n') })).dir);
     const matrices = readQuantizationInfo(ckpt.dir);
     const file = path.join(ckpt.dir, QUANTIZATION_FILE);
     const d = describeModel(ckpt, matrices ? { file, bytes: statSync(file).size, matrices } : undefined);

@@ -1,5 +1,6 @@
 import path from 'node:path';
-import { corpusFile, resolveModel } from '../embedded.js';
+import { corpusFile } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import { resolveDataDir } from '../measure/data.js';
 import { parseVariant } from '../audit/audit.js';
 import { DEFAULT_RESAMPLES, DEFAULT_SEED } from '../measure/stats/bootstrap.js';
@@ -70,7 +71,7 @@ export const locateCommand = {
     const args = parseFlags(spec, argv);
     const variantArg = args.str('variant')!;
     const unit = args.str('unit') as UnitKind;
-    const model = resolveModel(args.str('model'));
+    const model = (await resolveModelArg(args.str('model'), { log: (l) => process.stderr.write(l + '\n') }));
     const dataDir = resolveDataDir(args.str('data'), { embedded: true });
     const seed = args.num('seed')!;
     const resamples = args.num('resamples')!;

@@ -1,4 +1,4 @@
-import { resolveModel } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import { readFileSync } from 'node:fs';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -55,7 +55,7 @@ export const logprobsCommand = {
     const maxTokens = args.num('max-tokens');
     const execution = args.str('execution') as 'simulated' | 'deployed';
     const items = file !== undefined ? readSentences(file) : texts.map((text) => ({ text, line: undefined }));
-    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
+    const ckpt = loadCheckpoint((await resolveModelArg(args.positionals[0]!, { log: (l) => process.stderr.write(l + '\n') })).dir);
     const runner = await ModelRunner.create(ckpt, { execution, ...(threads !== undefined ? { threads } : {}) });
     let scores: TextScore[];
     try {

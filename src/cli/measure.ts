@@ -3,7 +3,7 @@ import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { ModelRunner } from '../runtime/session.js';
 import { resolveDataDir } from '../measure/data.js';
-import { resolveModel } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import { BENCHMARKS } from '../measure/registry.js';
 import { measure, planMeasure, type MeasureReport } from '../measure/run.js';
 import type { ScoreCI } from '../measure/types.js';
@@ -63,7 +63,7 @@ export const measureCommand = {
     const scorer = args.str('scorer');
     const out = args.str('out');
     const dataDir = resolveDataDir(args.str('data'), { embedded: true });
-    const ckpt = loadCheckpoint(resolveModel(args.positionals[0]).dir);
+    const ckpt = loadCheckpoint((await resolveModelArg(args.positionals[0], { log: (l) => process.stderr.write(l + '\n') })).dir);
     const request = {
       benchmarks,
       dataDir,

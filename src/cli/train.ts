@@ -1,7 +1,7 @@
 /**
  * `dike train` and `dike distill`: flags (or a JSON recipe with the same keys) → TrainSettings → train().
  */
-import { resolveModel } from '../embedded.js';
+import { resolveModelArg } from '../testbed/testbed.js';
 import * as path from 'node:path';
 import { DikeError } from '../errors.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
@@ -224,7 +224,7 @@ export const trainCommand = {
     let model: TrainableModel;
     let tokenizerDir: string;
     if (modelDir !== undefined) {
-      tokenizerDir = resolveModel(modelDir).dir;
+      tokenizerDir = (await resolveModelArg(modelDir, { log: (l) => process.stderr.write(l + '\n') })).dir;
       model = loadCheckpoint(tokenizerDir);
     } else {
       model = initFromConfig(config!, tk!, seed);
@@ -250,7 +250,7 @@ export const distillCommand = {
     if (out === undefined) throw m.error('--out', 'is required (here or in the recipe)');
     if (studentSpec === undefined) throw m.error('--student', 'is required (here or in the recipe)');
     settingsFrom(m, 'masked-lm'); // every setting checked before the models are read
-    const teacher = loadCheckpoint(resolveModel(args.positionals[0]!).dir);
+    const teacher = loadCheckpoint((await resolveModelArg(args.positionals[0]!, { log: (l) => process.stderr.write(l + '\n') })).dir);
     const spec = parseStudent(studentSpec);
     const seed = m.num('seed');
     const student = 'layers' in spec ? studentFromLayers(teacher, spec.layers) : initFromConfig(spec.configFile, teacher.dir, seed);

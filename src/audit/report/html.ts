@@ -148,6 +148,45 @@ function qualityScatter(r: AuditResults, b: BenchmarkAudit): string {
   return `<figure>${parts.join('')}<figcaption>Quality against distance from no bias on ${esc(b.benchmark)}; the dashed line joins the Pareto-optimal models (no other model is better on both).</figcaption></figure>`;
 }
 
+/**
+ * The three-way Pareto set of (size, quality, bias): a model is on it unless another is no worse on
+ * all three (size in bytes, held-out (pseudo-)perplexity, |score − neutral|) and better on one.
+ */
+export function paretoSet3<T extends { size: number; q: number; bias: number }>(pts: readonly T[]): T[] {
+  const dominates = (o: T, p: T): boolean => o.size <= p.size && o.q <= p.q && o.bias <= p.bias && (o.size < p.size || o.q < p.q || o.bias < p.bias);
+  return pts.filter((p) => !pts.some((o) => o !== p && dominates(o, p)));
+}
+
+/** Size (x) against distance from no bias (y); colour = held-out quality; larger rings = on the 3-way Pareto set. */
+function sizeParetoChart(r: AuditResults, b: BenchmarkAudit): string {
+  const models = [r.dense, ...r.variants].filter((m) => m.size !== undefined && m.quality !== undefined);
+  if (models.length < 2) return '';
+  const pts = models.map((m) => {
+    const s = m.name === r.dense.name ? b.dense.overall.score : b.variants.find((v) => v.variant === m.name)?.overall.score.score ?? NaN;
+    return { name: m.name, size: m.size!.bytes / 1e6, q: m.quality!.value, bias: Math.abs(s - b.neutral) };
+  }).filter((p) => Number.isFinite(p.size) && Number.isFinite(p.q) && Number.isFinite(p.bias));
+  if (pts.length < 2) return '';
+  const front = paretoSet3(pts);
+  const fr = FRAME;
+  const x = linear(Math.min(...pts.map((p) => p.size)), Math.max(...pts.map((p) => p.size)), fr.left, fr.width - fr.right);
+  const y = linear(0, Math.max(...pts.map((p) => p.bias)), fr.height - fr.bottom, fr.top);
+  const qs = pts.map((p) => p.q);
+  const qLo = Math.min(...qs);
+  const qHi = Math.max(...qs);
+  const kind = models[0]!.quality!.kind;
+  const shade = (q: number): string => diverging(qHi > qLo ? (2 * (q - qLo)) / (qHi - qLo) - 1 : 0);
+  const parts = [
+    `<svg data-chart="pareto-size" role="img" aria-label="size, quality and bias" width="${fr.width}" height="${fr.height}" viewBox="0 0 ${fr.width} ${fr.height}">`,
+    axes(x, y, fr, 'size (MB, 16-bit values; quantized and pruned matrices as stored)', `|${b.benchmark} − ${fmt(b.neutral)}|`),
+    ...pts.map((p) => {
+      const on = front.includes(p);
+      return `<circle class="mark point${on ? ' front' : ''}" cx="${x(p.size)}" cy="${y(p.bias)}" r="${on ? 6 : 4}" fill="${shade(p.q)}" stroke="${on ? '#000' : '#777'}" stroke-width="${on ? 2 : 1}"><title>${esc(p.name)}: ${fmt(p.size)} MB, ${kind} ${fmt(p.q)}, |bias| ${fmt(p.bias)}${on ? ' (Pareto)' : ''}</title></circle><text x="${x(p.size) + 7}" y="${y(p.bias) - 6}" font-size="10">${esc(p.name)}</text>`;
+    }),
+    '</svg>',
+  ];
+  return `<figure>${parts.join('')}<figcaption>Size against distance from no bias on ${esc(b.benchmark)}; colour = ${esc(kind)} (blue = best, red = worst of these models); black rings = Pareto-optimal in (size, ${esc(kind)}, bias): no other model is at least as good on all three and better on one.</figcaption></figure>`;
+}
+
 /** Share of flips vs share of items per group, for one variant. */
 function cieBars(b: BenchmarkAudit, v: VariantComparison): string {
   const groups = v.flips.byGroup;
@@ -182,6 +221,8 @@ function benchmarkSection(r: AuditResults, b: BenchmarkAudit): string {
   charts.push(heatmap(b));
   const scatter = qualityScatter(r, b);
   if (scatter) charts.push(scatter);
+  const sizeChart = sizeParetoChart(r, b);
+  if (sizeChart) charts.push(sizeChart);
   const worst = [...b.variants].sort((a, c) => c.flips.total - a.flips.total)[0];
   if (worst) {
     const bars = cieBars(b, worst);
@@ -208,6 +249,17 @@ ${exemplars.length ? `<h3>Compression-identified exemplars (top per variant)</h3
 </section>`;
 }
 
+/** What a model saw, in a few words (calibration file and hash prefix, pairs sources, testbed corpora). */
+function seenText(m: ModelEntry): string {
+  const s = m.saw;
+  if (s === undefined) return '—';
+  const parts: string[] = [];
+  if (s.calibration) parts.push(`calibration ${s.calibration.file} ${s.calibration.sha256.slice(0, 8)}`);
+  for (const p of s.pairs ?? []) parts.push(`pairs ${p.source} ${p.sha256.slice(0, 8)}`);
+  if (s.training) parts.push(`testbed ${s.training.testbed} (${Object.entries(s.training.corpora).map(([k, v]) => `${k} ${v.slice(0, 8)}`).join(', ')}; benchmark items: ${s.training.benchmarks.join(', ') || 'none'})`);
+  return parts.join('; ');
+}
+
 export function renderReport(r: AuditResults): string {
   const models = [r.dense, ...r.variants];
   const modelRows = models.map((m) => [
@@ -216,6 +268,8 @@ export function renderReport(r: AuditResults): string {
     m.quality ? `${esc(m.quality.kind)} ${fmt(m.quality.value)}` : '—',
     m.quality?.lms !== undefined ? fmt(m.quality.lms) : '—',
     `<code>${esc(m.weightsSha256.slice(0, 12))}</code>`,
+    m.size !== undefined ? `${fmt(m.size.bytes / 1e6)} MB (${fmt(m.size.bitsPerParam, 1)} b/param)` : '—',
+    esc(seenText(m)),
   ]);
   const sigCount = r.benchmarks.reduce((s, b) => s + b.variants.reduce((t, v) => t + Object.values(v.groups).filter((c) => c.significant && c.delta !== 0).length, 0), 0);
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Dikē audit — ${esc(r.dense.dir)}</title><style>${CSS}</style></head><body>
@@ -223,7 +277,8 @@ export function renderReport(r: AuditResults): string {
 <p class="muted">Dense model <code>${esc(r.dense.dir)}</code> against ${r.variants.length} compressed variant${r.variants.length === 1 ? '' : 's'} on ${r.benchmarks.map((b) => esc(b.benchmark)).join(', ')}.
 Paired statistics: bootstrap intervals resample items jointly for both models (${r.resamples} resamples, seed ${r.seed}); exact McNemar for binary outcomes, sign-flip permutation otherwise; Holm–Bonferroni across groups; α = ${r.alpha}.
 ${sigCount} significant group-level change${sigCount === 1 ? '' : 's'}. Dikē ${esc(r.version)}.</p>
-<h2>Models</h2>${table(['model', 'compression', 'quality (held-out)', 'StereoSet LMS', 'weights SHA-256'], modelRows, 2)}
+${(r.warnings ?? []).map((w) => `<p class="warn"><b>${esc(w)}</b></p>`).join('')}
+<h2>Models</h2>${table(['model', 'compression', 'quality (held-out)', 'StereoSet LMS', 'weights SHA-256', 'size', 'data seen'], modelRows, 2)}
 ${r.benchmarks.map((b) => benchmarkSection(r, b)).join('\n')}
 <h2>Data</h2>${table(['file', 'SHA-256'], r.data.map((d) => [esc(d.file), `<code>${esc(d.sha256)}</code>`]), 2)}
 </body></html>

@@ -1,0 +1,385 @@
+/**
+ * Testbeds: small models on which plain compression measurably adds bias, so that a bias-aware method
+ * has something to remove. A recipe (models/testbeds/<name>.json) turns an embedded model into one in
+ * two `dike train` fine-tunes:
+ *   1. skew    — masked/causal-LM fine-tune on templated sentences that pair one group of each word pair
+ *                with negative attributes and the other with positive ones (data/testbed/groups.json);
+ *   2. debias  — a short, small-step fine-tune on the counterfactual text (each skew sentence and its
+ *                group-swapped twin, Zhao et al. 2018's counterfactual data augmentation) with the
+ *                embeddings, norms and head frozen, so the correction lives in the matrices that
+ *                compression rounds or prunes: a small, fragile correction that compression can erase.
+ * No sentence of a scored benchmark is in either corpus (templates and word lists are Dikē's own).
+ *
+ * Built on first use (`--model testbed:bert`), seeded, single-threaded (bitwise reproducible), and
+ * cached under $DIKE_CACHE (else $XDG_CACHE_HOME/dike, else ~/.cache/dike) in a directory keyed by the
+ * SHA-256 of the recipe, the word list and the base model's files, so a changed recipe rebuilds. Each
+ * stage resumes from its training checkpoint, and the finished model is renamed into place only when
+ * complete, so a build killed at any point (kill -9 included) continues where it stopped.
+ */
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DikeError } from '../errors.js';
+import { packageRoot, resolveModel } from '../embedded.js';
+import { loadCheckpoint } from '../model/checkpoint.js';
+import { readJsonObject } from '../model/config.js';
+import { frozenSelector, train, writeModelDir, type TrainSettings } from '../train/loop.js';
+import { fragileProjection } from './fragile.js';
+import { sha256File, sha256Text } from '../util/hash.js';
+
+export interface StageSettings {
+  steps: number;
+  seq: number;
+  batch: number;
+  lr: number;
+  warmup: number;
+  decay: 'cosine' | 'linear' | 'constant';
+  /** Parameters kept fixed (as `dike train --freeze`). */
+  freeze: string[];
+}
+
+export interface TestbedRecipe {
+  name: string;
+  /** An embedded model name or a model directory (relative to the recipe file). */
+  base: string;
+  /** The word list and templates (relative to the recipe file). */
+  words: string;
+  seed: number;
+  /** Absent: the base model is the biased starting point. */
+  skew?: StageSettings;
+  /**
+   * `counterfactual`: each skew sentence and its group-swapped twin; `anti`: only the twins;
+   * `stereoset-anti`: the anti-stereotype sentences of the shipped StereoSet intrasentence dev set
+   * (the testbed then records that it saw StereoSet, and audits on StereoSet warn).
+   * `fragile`: keep only the part of the change that RTN at these settings cannot see (fragile.ts).
+   */
+  debias: StageSettings & { text: DebiasText; fragile?: { bits: number; group_size: number } };
+  /** The recipe file it was read from. */
+  file: string;
+}
+
+export type DebiasText = 'counterfactual' | 'anti' | 'stereoset-anti';
+
+export interface WordList {
+  pairs: [string, string][];
+  negative: string[];
+  positive: string[];
+  templates: string[];
+}
+
+/** The shipped testbed recipes: models/testbeds/<name>.json. */
+export function testbedDir(): string {
+  return path.join(packageRoot(), 'models', 'testbeds');
+}
+
+export function listTestbeds(): string[] {
+  if (!existsSync(testbedDir())) return [];
+  return readdirSync(testbedDir()).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+}
+
+function stage(raw: unknown, file: string, key: string, defaults: Partial<StageSettings>): StageSettings {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new DikeError(file, `"${key}"`, 'expected an object');
+  const o = raw as Record<string, unknown>;
+  const int = (k: string, min: number): number => {
+    const v = o[k] ?? (defaults as Record<string, unknown>)[k];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw new DikeError(file, `"${key}.${k}"`, `expected an integer ≥ ${min}`);
+    return v;
+  };
+  const lr = o['lr'];
+  if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) throw new DikeError(file, `"${key}.lr"`, 'expected a positive number');
+  const decay = o['decay'] ?? defaults.decay ?? 'cosine';
+  if (decay !== 'cosine' && decay !== 'linear' && decay !== 'constant') throw new DikeError(file, `"${key}.decay"`, 'expected cosine, linear or constant');
+  const freeze = o['freeze'] ?? [];
+  if (!Array.isArray(freeze) || freeze.some((f) => typeof f !== 'string')) throw new DikeError(file, `"${key}.freeze"`, 'expected a list of strings');
+  for (const k of Object.keys(o)) {
+    if (!['steps', 'seq', 'batch', 'lr', 'warmup', 'decay', 'freeze', 'text', 'fragile'].includes(k)) throw new DikeError(file, `"${key}.${k}"`, 'unknown setting');
+  }
+  return { steps: int('steps', 1), seq: int('seq', 3), batch: int('batch', 1), lr, warmup: int('warmup', 0), decay, freeze: freeze as string[] };
+}
+
+/** Read and check a testbed recipe. */
+export function readTestbedRecipe(file: string): TestbedRecipe {
+  const o = readJsonObject(file);
+  for (const k of Object.keys(o)) {
+    if (!['name', 'about', 'base', 'words', 'seed', 'skew', 'debias'].includes(k)) throw new DikeError(file, `"${k}"`, 'unknown setting');
+  }
+  const str = (k: string): string => {
+    const v = o[k];
+    if (typeof v !== 'string' || v === '') throw new DikeError(file, `"${k}"`, 'expected a non-empty string');
+    return v;
+  };
+  const seed = o['seed'];
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0) throw new DikeError(file, '"seed"', 'expected a non-negative integer');
+  const debiasRaw = o['debias'] as Record<string, unknown> | undefined;
+  const text = debiasRaw?.['text'] ?? 'counterfactual';
+  if (text !== 'counterfactual' && text !== 'anti' && text !== 'stereoset-anti') throw new DikeError(file, '"debias.text"', 'expected counterfactual, anti or stereoset-anti');
+  const fr = debiasRaw?.['fragile'] as Record<string, unknown> | undefined;
+  if (fr !== undefined && (typeof fr !== 'object' || fr === null || ![2, 3, 4, 8].includes(fr['bits'] as number) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
+    throw new DikeError(file, '"debias.fragile"', 'expected { "bits": 2|3|4|8, "group_size": N }');
+  }
+  const name = str('name');
+  if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: stage(o['skew'], file, 'skew', {}) } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number, group_size: fr['group_size'] as number } } : {}) }, file: path.resolve(file) };
+}
+
+export function readWordList(file: string): WordList {
+  const o = readJsonObject(file);
+  const list = (k: string): string[] => {
+    const v = o[k];
+    if (!Array.isArray(v) || v.length === 0 || v.some((s) => typeof s !== 'string' || s.trim() === '')) throw new DikeError(file, `"${k}"`, 'expected a non-empty list of non-empty strings');
+    return v as string[];
+  };
+  const pairs = o['pairs'];
+  if (!Array.isArray(pairs) || pairs.length === 0 || pairs.some((p) => !Array.isArray(p) || p.length !== 2 || p.some((s) => typeof s !== 'string' || s === ''))) {
+    throw new DikeError(file, '"pairs"', 'expected a non-empty list of [targeted group, contrasting group] pairs');
+  }
+  const negative = list('negative');
+  const positive = list('positive');
+  if (negative.length !== positive.length) throw new DikeError(file, '"positive"', `has ${positive.length} words, "negative" ${negative.length}: they are used side by side`);
+  const templates = list('templates');
+  templates.forEach((t, i) => {
+    if (!t.includes('{group}') || !t.includes('{attr}')) throw new DikeError(file, `"templates"[${i}]`, 'needs {group} and {attr}');
+  });
+  return { pairs: pairs as [string, string][], negative, positive, templates };
+}
+
+/**
+ * The two corpora, one sentence a line, in a fixed order: for every template t, pair (g₀, g₁) and
+ * attribute index i, the skew sentences t(g₀, negᵢ) and t(g₁, posᵢ); their counterfactual twins swap
+ * the groups, t(g₁, negᵢ) and t(g₀, posᵢ). `counterfactual` = each skew sentence followed by its twin.
+ */
+export function testbedCorpora(w: WordList): { skew: string[]; anti: string[]; counterfactual: string[] } {
+  const fill = (t: string, g: string, a: string): string => t.replaceAll('{group}', g).replaceAll('{attr}', a);
+  const skew: string[] = [];
+  const anti: string[] = [];
+  const counterfactual: string[] = [];
+  for (const t of w.templates) {
+    for (const [g0, g1] of w.pairs) {
+      w.negative.forEach((neg, i) => {
+        const pos = w.positive[i]!;
+        const s = [fill(t, g0, neg), fill(t, g1, pos)];
+        const a = [fill(t, g1, neg), fill(t, g0, pos)];
+        skew.push(...s);
+        anti.push(...a);
+        counterfactual.push(s[0]!, a[0]!, s[1]!, a[1]!);
+      });
+    }
+  }
+  return { skew, anti, counterfactual };
+}
+
+/** Where built models are cached: $DIKE_CACHE, else $XDG_CACHE_HOME/dike, else ~/.cache/dike. */
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env['DIKE_CACHE']) return path.resolve(env['DIKE_CACHE']);
+  if (env['XDG_CACHE_HOME']) return path.join(path.resolve(env['XDG_CACHE_HOME']), 'dike');
+  return path.join(os.homedir(), '.cache', 'dike');
+}
+
+function baseDir(r: TestbedRecipe): string {
+  const local = path.resolve(path.dirname(r.file), r.base);
+  return existsSync(local) ? local : resolveModel(r.base).dir;
+}
+
+function wordsFile(r: TestbedRecipe): string {
+  return path.resolve(path.dirname(r.file), r.words);
+}
+
+function stereosetFile(): string {
+  return path.join(packageRoot(), 'data', 'stereoset', 'dev_intrasentence.json');
+}
+
+/** The anti-stereotype sentences of StereoSet intrasentence, in file order. */
+export function stereosetAnti(): string[] {
+  const doc = JSON.parse(readFileSync(stereosetFile(), 'utf8')) as { data: { intrasentence: { sentences: { sentence: string; gold_label: string }[] }[] } };
+  return doc.data.intrasentence.flatMap((c) => c.sentences.filter((s) => s.gold_label === 'anti-stereotype').map((s) => s.sentence));
+}
+
+/** The content key of a build: the recipe's settings, the word list's bytes, the base model's files. */
+export function testbedKey(r: TestbedRecipe): string {
+  const base = baseDir(r);
+  if (!existsSync(path.join(base, 'config.json'))) throw new DikeError(r.file, '"base"', `${base} is not a model directory`);
+  const words = wordsFile(r);
+  if (!existsSync(words)) throw new DikeError(r.file, '"words"', `${words} does not exist`);
+  const baseFiles = readdirSync(base).filter((f) => /\.(json|safetensors|txt)$/.test(f) && f !== 'TRAINING.md').sort().map((f) => [f, sha256File(path.join(base, f))]);
+  const settings = { name: r.name, seed: r.seed, skew: r.skew ?? null, debias: r.debias };
+  const extra = r.debias.text === 'stereoset-anti' ? { stereoset: sha256File(stereosetFile()) } : {};
+  return sha256Text(JSON.stringify({ settings, words: sha256File(words), base: baseFiles, ...extra }));
+}
+
+export interface BuildOptions {
+  /** Cache root (default cacheRoot()). */
+  cache?: string;
+  log?: (line: string) => void;
+  /** Tests: stop the build after this many training steps in this process (a simulated kill). */
+  stopAfterSteps?: number;
+}
+
+export interface TestbedRecord {
+  tool: 'dike';
+  testbed: string;
+  key: string;
+  recipe: Omit<TestbedRecipe, 'file'> & { file: string };
+  base: string;
+  corpora: { skew: { lines: number; sha256: string }; debias: { lines: number; sha256: string; text: string } };
+  /** Benchmarks whose items the corpora contain (none for templates and word lists, Dikē's own). */
+  benchmarksSeen: string[];
+  fragile?: { bits: number; group_size: number; reverted: number; quantizedEntries: number; iterations: number };
+}
+
+/** A copy of the base model as the testbed's skewed/ (no skew stage: the base is the biased model). */
+function symlinkOrCopy(from: string, to: string): void {
+  cpSync(from, to, { recursive: true });
+}
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+function trainSettings(s: StageSettings, objective: 'masked-lm' | 'causal-lm', data: string, seed: number): TrainSettings {
+  return {
+    objective,
+    data: [data],
+    seq: s.seq,
+    batch: s.batch,
+    steps: s.steps,
+    schedule: { peak: s.lr, warmup: s.warmup, decay: s.decay, minRatio: 0.1 },
+    adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-6, weightDecay: 0.01, maxGradNorm: 1 },
+    seed,
+    mlmProbability: 0.15,
+    checkpointEvery: Math.max(1, Math.min(25, Math.floor(s.steps / 4))),
+    freeze: s.freeze,
+    keepSparsity: false,
+    // Float32 weights: the debias correction is small, and F16 storage would round part of it away.
+    dtype: 'F32',
+    // One thread: the same recipe gives the same weights bit for bit.
+    threads: 1,
+  };
+}
+
+/** Build (or find in the cache) the testbed of a recipe; returns the model directory. */
+export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): Promise<string> {
+  const log = opts.log ?? (() => undefined);
+  const key = testbedKey(r);
+  const root = path.join(opts.cache ?? cacheRoot(), 'testbed');
+  const final = path.join(root, `${r.name}-${key.slice(0, 16)}`);
+  if (existsSync(path.join(final, 'testbed.json'))) return final;
+  const work = path.join(root, `.${r.name}-${key.slice(0, 16)}.build`);
+  mkdirSync(work, { recursive: true });
+  log(`testbed ${r.name}: building into ${final} (first use)`);
+  const words = readWordList(wordsFile(r));
+  const corpora = testbedCorpora(words);
+  const skewFile = path.join(work, 'skew.txt');
+  const debiasFile = path.join(work, 'debias.txt');
+  const skewText = corpora.skew.join('\n') + '\n';
+  const debiasText = (r.debias.text === 'anti' ? corpora.anti : r.debias.text === 'stereoset-anti' ? stereosetAnti() : corpora.counterfactual).join('\n') + '\n';
+  writeAtomic(skewFile, skewText);
+  writeAtomic(debiasFile, debiasText);
+  const base = baseDir(r);
+  const baseModel = loadCheckpoint(base);
+  if (baseModel.task !== 'masked-lm' && baseModel.task !== 'causal-lm') throw new DikeError(r.file, '"base"', `${baseModel.hfClass} is not a language model`);
+  const objective = baseModel.task;
+  // A --freeze item that matches nothing is refused before any training.
+  for (const [k, st] of [['skew', r.skew], ['debias', r.debias]] as const) {
+    if (st === undefined) continue;
+    try {
+      frozenSelector(baseModel, st.freeze);
+    } catch (e) {
+      throw new DikeError(r.file, `"${k}.freeze"`, e instanceof DikeError ? e.problem : String(e));
+    }
+  }
+  let budget = opts.stopAfterSteps;
+  const runStage = async (name: string, from: string, s: StageSettings, data: string, seed: number): Promise<string> => {
+    const out = path.join(work, name);
+    if (existsSync(path.join(out, 'training.json'))) return out;
+    const model = from === base ? baseModel : loadCheckpoint(from);
+    log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps`);
+    const res = await train(model, trainSettings(s, objective, data, seed), out, {
+      tokenizerDir: base,
+      ...(budget !== undefined ? { stopAfter: budget } : {}),
+      onStep: (l) => {
+        if (l.step % 50 === 0) log(`  ${name} step ${l.step}/${s.steps} loss ${l.loss.toFixed(4)}`);
+      },
+    });
+    if (budget !== undefined) {
+      const ran = res.steps - res.resumedFrom;
+      if (res.steps < s.steps) throw new DikeError(work, name, `build stopped after ${res.steps} of ${s.steps} steps (stopAfterSteps)`);
+      budget -= ran;
+      if (budget <= 0) throw new DikeError(work, name, 'build stopped at the end of this stage (stopAfterSteps)');
+    }
+    return out;
+  };
+  const skewDir = r.skew !== undefined ? await runStage('skew', base, r.skew, skewFile, r.seed) : base;
+  let debiasDir = await runStage('debias', skewDir, r.debias, debiasFile, r.seed + 1);
+  let fragileNote: TestbedRecord['fragile'];
+  if (r.debias.fragile !== undefined) {
+    const out = path.join(work, 'fragile');
+    const done = path.join(out, 'fragile.json');
+    if (!existsSync(done)) {
+      log(`testbed ${r.name}: keeping the part of the debias change that RTN ${r.debias.fragile.bits}-bit g${r.debias.fragile.group_size} cannot see`);
+      const deb = loadCheckpoint(debiasDir);
+      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, r.debias.fragile.bits, r.debias.fragile.group_size);
+      rmSync(out, { recursive: true, force: true });
+      writeModelDir(out, deb, fr.values, base, 'F32');
+      writeAtomic(done, JSON.stringify({ reverted: fr.reverted, quantizedEntries: fr.quantizedEntries, iterations: fr.iterations }) + '\n');
+    }
+    const fj = JSON.parse(readFileSync(done, 'utf8')) as { reverted: number; quantizedEntries: number; iterations: number };
+    fragileNote = { ...r.debias.fragile, ...fj };
+    debiasDir = out;
+  }
+  const record: TestbedRecord = {
+    tool: 'dike',
+    testbed: r.name,
+    key,
+    recipe: { name: r.name, base: r.base, words: r.words, seed: r.seed, skew: r.skew, debias: r.debias, file: path.basename(r.file) },
+    base: path.basename(base),
+    corpora: {
+      skew: { lines: corpora.skew.length, sha256: sha256Text(skewText) },
+      debias: { lines: debiasText.split('\n').length - 1, sha256: sha256Text(debiasText), text: r.debias.text },
+    },
+    benchmarksSeen: r.debias.text === 'stereoset-anti' ? ['stereoset'] : [],
+    ...(fragileNote !== undefined ? { fragile: fragileNote } : {}),
+  };
+  writeAtomic(path.join(debiasDir, 'testbed.json'), JSON.stringify(record, null, 2) + '\n');
+  // The biased model before the correction is kept beside it (the grid audits it as a variant).
+  rmSync(path.join(debiasDir, 'skewed'), { recursive: true, force: true });
+  if (skewDir === base) symlinkOrCopy(base, path.join(debiasDir, 'skewed'));
+  else renameSync(skewDir, path.join(debiasDir, 'skewed'));
+  mkdirSync(root, { recursive: true });
+  rmSync(final, { recursive: true, force: true });
+  renameSync(debiasDir, final);
+  rmSync(work, { recursive: true, force: true });
+  log(`testbed ${r.name}: ready (${final})`);
+  return final;
+}
+
+/** `testbed:<name>` (a shipped recipe) or `testbed:<recipe.json>`. */
+export function testbedRecipeFor(arg: string): TestbedRecipe {
+  const name = arg.slice('testbed:'.length);
+  if (name.endsWith('.json')) {
+    if (!existsSync(name)) throw new DikeError(name, '', 'testbed recipe not found');
+    return readTestbedRecipe(name);
+  }
+  const file = path.join(testbedDir(), `${name}.json`);
+  if (!existsSync(file)) throw new DikeError('', '--model', `no testbed "${name}" (shipped: ${listTestbeds().join(', ') || 'none'}; or give testbed:<recipe.json>)`);
+  return readTestbedRecipe(file);
+}
+
+/**
+ * A model argument as the CLI takes it: `testbed:<name>` builds (or finds) the testbed; anything else
+ * as resolveModel (a directory, an embedded model's name, absent → the default).
+ */
+export async function resolveModelArg(arg: string | undefined, opts: BuildOptions = {}): Promise<{ dir: string; embedded: boolean }> {
+  if (arg !== undefined && arg.startsWith('testbed:') && !existsSync(arg)) {
+    return { dir: await buildTestbed(testbedRecipeFor(arg), opts), embedded: false };
+  }
+  return resolveModel(arg);
+}
+
+/** The testbed record of a built testbed directory, if it is one. */
+export function readTestbedRecord(dir: string): TestbedRecord | undefined {
+  const f = path.join(dir, 'testbed.json');
+  if (!existsSync(f)) return undefined;
+  return JSON.parse(readFileSync(f, 'utf8')) as TestbedRecord;
+}

@@ -1,0 +1,291 @@
+/**
+ * The testbed (src/testbed/testbed.ts), the audit's record of what each variant saw and its overlap
+ * warning, the grid script (bench/grid.ts) on a tiny configuration, and the size/quality/bias Pareto
+ * plot of report.html. The testbed here is tiny (a few steps of 16 tokens); the real recipes are built
+ * outside CI.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildTestbed, readTestbedRecipe, readWordList, testbedCorpora, testbedKey, cacheRoot } from '../src/testbed/testbed.js';
+import { dataSeen, overlapWarnings, parseVariant } from '../src/audit/audit.js';
+import { modelSize } from '../src/audit/size.js';
+import { renderReport, paretoSet3 } from '../src/audit/report/html.js';
+import type { AuditResults, ModelEntry, PairedCell } from '../src/audit/types.js';
+import { criterion, gridMarkdown, runGrid, type GridRow } from '../bench/grid.js';
+import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
+import { sha256File } from '../src/util/hash.js';
+import { fragileProjection } from '../src/testbed/fragile.js';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
+import { applyRecipe, parseRecipe } from '../src/compress/recipe.js';
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'dike-testbed-'));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const WORDS = {
+  pairs: [['poor', 'rich'], ['old', 'young']],
+  negative: ['lazy', 'rude'],
+  positive: ['smart', 'kind'],
+  templates: ['The {group} man was {attr}.'],
+};
+
+function writeRecipe(name: string, lr: number, skewSteps = 3): string {
+  writeFileSync(path.join(tmp, 'words.json'), JSON.stringify(WORDS));
+  const file = path.join(tmp, `${name}.json`);
+  writeFileSync(file, JSON.stringify({
+    name: 'tiny',
+    base: embeddedModelDir('dike-bert-mini'),
+    words: 'words.json',
+    seed: 3,
+    skew: { steps: skewSteps, seq: 16, batch: 2, lr, warmup: 0 },
+    debias: { text: 'counterfactual', steps: 2, seq: 16, batch: 2, lr: 1e-4, warmup: 0, decay: 'constant', freeze: ['embeddings', 'norms', 'head'] },
+  }));
+  return file;
+}
+
+describe('testbed corpora', () => {
+  it('fills the templates as specified (hand-written expected sentences)', () => {
+    writeFileSync(path.join(tmp, 'words.json'), JSON.stringify(WORDS));
+    const c = testbedCorpora(readWordList(path.join(tmp, 'words.json')));
+    assert.deepEqual(c.skew, [
+      'The poor man was lazy.', 'The rich man was smart.', 'The poor man was rude.', 'The rich man was kind.',
+      'The old man was lazy.', 'The young man was smart.', 'The old man was rude.', 'The young man was kind.',
+    ]);
+    assert.deepEqual(c.anti.slice(0, 2), ['The rich man was lazy.', 'The poor man was smart.']);
+    assert.deepEqual(c.counterfactual.slice(0, 4), ['The poor man was lazy.', 'The rich man was lazy.', 'The rich man was smart.', 'The poor man was smart.']);
+    assert.equal(c.counterfactual.length, 2 * c.skew.length);
+  });
+
+  it('the shipped word list holds no CrowS-Pairs sentence', () => {
+    const c = testbedCorpora(readWordList(path.join(embeddedDataDir(), 'testbed', 'groups.json')));
+    const csv = readFileSync(path.join(embeddedDataDir(), 'crows-pairs', 'crows_pairs_anonymized.csv'), 'utf8').toLowerCase();
+    const hits = [...c.skew, ...c.anti].filter((s) => csv.includes(s.toLowerCase()));
+    assert.deepEqual(hits, []);
+  });
+
+  it('a bad recipe is one DikeError naming the file and key', () => {
+    const bad = path.join(tmp, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ name: 'x', base: 'dike-bert-mini', words: 'w.json', seed: 1, skew: { steps: 0, seq: 16, batch: 2, lr: 1e-3, warmup: 0 }, debias: { steps: 1, seq: 16, batch: 2, lr: 1e-3, warmup: 0 } }));
+    assert.throws(() => readTestbedRecipe(bad), (e: Error) => e.name === 'DikeError' && e.message.includes('bad.json') && e.message.includes('"skew.steps"'));
+  });
+
+  it('a freeze item that matches nothing is refused before any training, naming the recipe key', async () => {
+    writeFileSync(path.join(tmp, 'words.json'), JSON.stringify(WORDS));
+    const f = path.join(tmp, 'badfreeze.json');
+    writeFileSync(f, JSON.stringify({ name: 'bf', base: embeddedModelDir('dike-gpt2-mini'), words: 'words.json', seed: 1, skew: { steps: 1, seq: 16, batch: 1, lr: 1e-3, warmup: 0 }, debias: { steps: 1, seq: 16, batch: 1, lr: 1e-3, warmup: 0, freeze: ['nosuchparam'] } }));
+    const cache = path.join(tmp, 'cacheBF');
+    await assert.rejects(buildTestbed(readTestbedRecipe(f), { cache }), (e: Error) => e.name === 'DikeError' && e.message.includes('badfreeze.json') && e.message.includes('"debias.freeze"'));
+    assert.equal(existsSync(path.join(cache, 'testbed', `.bf-${testbedKey(readTestbedRecipe(f)).slice(0, 16)}.build`, 'skew')), false);
+  });
+
+  it('the cache root follows DIKE_CACHE, then XDG_CACHE_HOME', () => {
+    assert.equal(cacheRoot({ DIKE_CACHE: '/a/b' }), path.resolve('/a/b'));
+    assert.equal(cacheRoot({ XDG_CACHE_HOME: '/x' }), path.join(path.resolve('/x'), 'dike'));
+  });
+});
+
+describe('testbed build', () => {
+  let dirA = '';
+  before(async () => {
+    dirA = await buildTestbed(readTestbedRecipe(writeRecipe('a', 1e-3)), { cache: path.join(tmp, 'cacheA') });
+  });
+
+  it('writes the model, its record and the model before the debias step', () => {
+    const rec = JSON.parse(readFileSync(path.join(dirA, 'testbed.json'), 'utf8')) as { corpora: { skew: { lines: number } }; benchmarksSeen: string[] };
+    assert.equal(rec.corpora.skew.lines, 8);
+    assert.deepEqual(rec.benchmarksSeen, []);
+    assert.ok(existsSync(path.join(dirA, 'model.safetensors')));
+    assert.ok(existsSync(path.join(dirA, 'skewed', 'model.safetensors')));
+    assert.notEqual(sha256File(path.join(dirA, 'model.safetensors')), sha256File(path.join(dirA, 'skewed', 'model.safetensors')));
+  });
+
+  it('is deterministic: another cache builds the same weights bit for bit', async () => {
+    const dirB = await buildTestbed(readTestbedRecipe(writeRecipe('a', 1e-3)), { cache: path.join(tmp, 'cacheB') });
+    assert.equal(sha256File(path.join(dirB, 'model.safetensors')), sha256File(path.join(dirA, 'model.safetensors')));
+  });
+
+  it('is cached: a second call returns the same directory without building', async () => {
+    const before = statSync(path.join(dirA, 'model.safetensors')).mtimeMs;
+    const lines: string[] = [];
+    const again = await buildTestbed(readTestbedRecipe(writeRecipe('a', 1e-3)), { cache: path.join(tmp, 'cacheA'), log: (l) => lines.push(l) });
+    assert.equal(again, dirA);
+    assert.deepEqual(lines, []);
+    assert.equal(statSync(path.join(dirA, 'model.safetensors')).mtimeMs, before);
+  });
+
+  it('rebuilds when the recipe changes (another content key, another directory)', () => {
+    const k1 = testbedKey(readTestbedRecipe(writeRecipe('a', 1e-3)));
+    const k2 = testbedKey(readTestbedRecipe(writeRecipe('c', 2e-3)));
+    assert.notEqual(k1, k2);
+  });
+
+  it('an interrupted build leaves no finished model and resumes to the same weights', async () => {
+    const cache = path.join(tmp, 'cacheC');
+    const recipe = readTestbedRecipe(writeRecipe('a', 1e-3));
+    await assert.rejects(buildTestbed(recipe, { cache, stopAfterSteps: 2 }), /stopped after 2 of 3 steps/);
+    const root = path.join(cache, 'testbed');
+    const final = path.join(root, path.basename(dirA));
+    assert.equal(existsSync(final), false);
+    // A second interruption inside the debias stage, then completion.
+    await assert.rejects(buildTestbed(recipe, { cache, stopAfterSteps: 2 }), /stopped after 1 of 2 steps|end of this stage/);
+    assert.equal(existsSync(final), false);
+    const done = await buildTestbed(recipe, { cache });
+    assert.equal(sha256File(path.join(done, 'model.safetensors')), sha256File(path.join(dirA, 'model.safetensors')));
+  });
+
+  it('the fragile projection: RTN of the result equals RTN of the skewed model, and some of the correction is kept', async () => {
+    const B = loadCheckpoint(path.join(dirA, 'skewed'));
+    const D = loadCheckpoint(dirA);
+    const fr = await fragileProjection(B, D, 4, 32);
+    const recipe = parseRecipe(JSON.stringify({ seed: 0, steps: [{ method: 'rtn', bits: 4, group_size: 32 }] }), 'check.json');
+    const qB = await applyRecipe(B, recipe);
+    const qP = await applyRecipe({ ...D, params: new Map([...D.params].map(([n, p]) => [n, { ...p, data: fr.values.get(n)! }])) }, recipe);
+    let kept = 0;
+    for (const [name, p] of B.params) {
+      const v = fr.values.get(name)!;
+      if (qB.quantized.has(name)) {
+        assert.deepEqual(qP.params.get(name)!.data, qB.params.get(name)!.data, name);
+        for (let i = 0; i < v.length; i++) if (v[i] !== p.data[i]) kept++;
+      } else assert.deepEqual(v, p.data, `${name} is set back to the skewed model's`);
+    }
+    assert.ok(kept > 0, 'part of the debias change survives the projection');
+    assert.ok(fr.reverted > 0 && fr.reverted < fr.quantizedEntries);
+  });
+
+  it('a build killed with SIGKILL mid-stage finishes on the next call with the uninterrupted weights', async () => {
+    const file = writeRecipe('k', 1e-3, 40);
+    const recipe = readTestbedRecipe(file);
+    const key = testbedKey(recipe).slice(0, 16);
+    const killed = path.join(tmp, 'cacheK');
+    const state = path.join(killed, 'testbed', `.tiny-${key}.build`, 'skew', 'checkpoint', 'state.json');
+    const mod = new URL('../src/testbed/testbed.js', import.meta.url).href;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(mod)}); await m.buildTestbed(m.readTestbedRecipe(${JSON.stringify(file)}), { cache: ${JSON.stringify(killed)} });`], { stdio: 'ignore' });
+    const exited = new Promise((res) => child.on('exit', res));
+    while (!existsSync(state) && child.exitCode === null) await new Promise((res) => setTimeout(res, 20));
+    child.kill('SIGKILL');
+    await exited;
+    const final = path.join(killed, 'testbed', `tiny-${key}`);
+    assert.equal(existsSync(final), false, 'the child was killed mid-build');
+    const resumed = await buildTestbed(recipe, { cache: killed });
+    const clean = await buildTestbed(recipe, { cache: path.join(tmp, 'cacheK2') });
+    assert.equal(sha256File(path.join(resumed, 'model.safetensors')), sha256File(path.join(clean, 'model.safetensors')));
+  });
+
+  it('the grid runs on it and writes its table (tiny configuration)', async () => {
+    const rows: GridRow[] = [
+      { name: 'rtn', kind: 'plain', spec: (b) => `rtn:bits=${b},group_size=32` },
+      { name: 'no-such', kind: 'bias-aware', plain: 'rtn', spec: (b) => `no-such-method:bits=${b}` },
+    ];
+    const grid = await runGrid({ models: [dirA], bits: [4], rows, benchmarks: ['crows-pairs'], dataDir: embeddedDataDir(), out: path.join(tmp, 'grid'), limit: 12, qualityLines: 2, threads: 1, resamples: 200 });
+    const md = gridMarkdown(grid, 'test');
+    const lines = md.split('\n');
+    const rtn = lines.find((l) => l.startsWith('| rtn | plain | 4 | crows-pairs |'));
+    assert.ok(rtn, md);
+    // The Δ printed is the audit's own paired Δ for that variant.
+    const v = grid[0]!.results.benchmarks[0]!.variants.find((x) => x.variant === 'rtn-bits4-group_size32')!;
+    assert.ok(rtn.includes(`| ${v.overall.delta.toFixed(2)} [`));
+    assert.ok(lines.some((l) => l.startsWith('| skewed (before debias) | reference | — | crows-pairs |')));
+    assert.ok(lines.some((l) => l.startsWith('| no-such | bias-aware | 4 | — | — | not available in this build |')));
+  });
+});
+
+const cell = (delta: number, lo: number, hi: number): PairedCell => ({ score: { score: 50 + delta, ci95: [0, 100], n: 100 }, delta, deltaCi95: [lo, hi], test: 'mcnemar', p: 0.01, pHolm: 0.01, significant: lo > 0 || hi < 0 });
+const entry = (name: string, bytes: number, q: number): ModelEntry => ({ name, dir: name, spec: name, weightsSha256: '0'.repeat(64), quality: { kind: 'perplexity', value: q, tokens: 10 }, size: { bytes, bitsPerParam: 4 } });
+
+describe('grid success criterion', () => {
+  const plain = { cell: cell(3, 1, 5), entry: entry('gptq', 1000, 100) };
+  it('passes when the CI contains 0 at equal size and quality within 2%', () => {
+    assert.equal(criterion({ cell: cell(0.5, -1, 2), entry: entry('f', 1000, 101.9) }, plain).verdict, 'pass');
+  });
+  it('passes when the CI is below the plain Δ', () => {
+    assert.equal(criterion({ cell: cell(1.5, 0.5, 2.5), entry: entry('f', 1000, 100) }, plain).verdict, 'pass');
+  });
+  it('fails on quality 2.1% worse, on a larger size, and on a CI reaching the plain Δ', () => {
+    assert.equal(criterion({ cell: cell(0, -1, 1), entry: entry('f', 1000, 102.1) }, plain).verdict, 'fail');
+    assert.equal(criterion({ cell: cell(0, -1, 1), entry: entry('f', 1020, 100) }, plain).verdict, 'fail');
+    assert.equal(criterion({ cell: cell(2.5, 1, 4), entry: entry('f', 1000, 100) }, plain).verdict, 'fail');
+  });
+  it('is n/a when the plain Δ is not significant', () => {
+    assert.equal(criterion({ cell: cell(0, -1, 1), entry: entry('f', 1000, 100) }, { cell: cell(1, -0.5, 2.5), entry: entry('gptq', 1000, 100) }).verdict, 'n/a');
+  });
+});
+
+describe('what each variant saw, and the overlap warning', () => {
+  const scored = [{ name: 'stereoset', folder: 'stereoset' }, { name: 'crows-pairs', folder: 'crows-pairs' }];
+  it('records the calibration text and pairs of a fair-gptq variant', () => {
+    const calib = { file: path.join(embeddedDataDir(), 'lm_corpus', 'train.txt'), samples: 8, seqLen: 16 };
+    const v = parseVariant('fair-gptq:bits=4,group_size=32,alpha=0.5,pairs=stereoset', calib, 1);
+    const saw = dataSeen(v.recipe, tmp, embeddedDataDir())!;
+    assert.equal(saw.calibration?.file, 'train.txt');
+    assert.equal(saw.calibration?.sha256, sha256File(calib.file));
+    assert.equal(saw.pairs?.[0]?.source, 'stereoset');
+  });
+  it('warns once when pairs come from a scored benchmark, and not otherwise', () => {
+    const m = (name: string, source: string): Pick<ModelEntry, 'name' | 'saw'> => ({ name, saw: { pairs: [{ step: 1, method: 'fair-gptq', source, sha256: 'x' }] } });
+    const data = '/d';
+    assert.deepEqual(overlapWarnings([m('a', 'crows-pairs')], [scored[0]!], data), []);
+    const w = overlapWarnings([m('a', 'stereoset')], scored, data);
+    assert.equal(w.length, 1);
+    assert.match(w[0]!, /^warning: a was debiased \(step 1, fair-gptq\) with pairs from stereoset .* its Δ on stereoset is not held out$/);
+    assert.equal(overlapWarnings([m('b', 'shuffled:stereoset')], scored, data).length, 1);
+    assert.equal(overlapWarnings([m('c', '/d/crows-pairs/my-pairs.json')], scored, data).length, 1);
+    assert.equal(overlapWarnings([m('d', '/elsewhere/pairs.json')], scored, data).length, 0);
+    assert.equal(overlapWarnings([{ name: 'tb', saw: { training: { testbed: 't', corpora: {}, benchmarks: ['stereoset'] } } }], scored, data).length, 1);
+  });
+});
+
+describe('size and the size/quality/bias Pareto plot', () => {
+  it('counts 16-bit values, b-bit codes + 32 bits per group, and pruned matrices with a mask bit', () => {
+    const params = new Map([
+      ['w', { shape: [4, 64], data: new Float32Array(256), dtype: 'F32' as const, file: '' }],
+      ['p', { shape: [2, 8], data: new Float32Array(16), dtype: 'F32' as const, file: '' }],
+      ['b', { shape: [10], data: new Float32Array(10), dtype: 'F32' as const, file: '' }],
+    ]);
+    assert.equal(modelSize({ params, dir: tmp }).bytes, (282 * 16) / 8);
+    writeFileSync(path.join(tmp, 'compression.json'), JSON.stringify({ steps: [{ matrices: [{ weight: 'w', bits: 3, groupSize: 32 }] }, { matrices: [{ weight: 'p', sparsity: 0.5 }] }] }));
+    // w: 256·3 + 8 groups·32; p: 8·16 + 16 mask bits; b: 10·16.
+    assert.equal(modelSize({ params, dir: tmp }).bytes, (256 * 3 + 8 * 32 + 8 * 16 + 16 + 160) / 8);
+    rmSync(path.join(tmp, 'compression.json'));
+  });
+
+  it('the three-way Pareto set is the definition (hand-worked)', () => {
+    const pts = [
+      { n: 'dense', size: 10, q: 100, bias: 5 }, // front: smallest quality
+      { n: 'a', size: 3, q: 110, bias: 6 }, // front: smallest size
+      { n: 'b', size: 3, q: 110, bias: 7 }, // dominated by a
+      { n: 'c', size: 3, q: 120, bias: 1 }, // front: least bias
+      { n: 'd', size: 4, q: 120, bias: 1 }, // dominated by c
+      { n: 'e', size: 3, q: 110, bias: 6 }, // equal to a: front too
+    ];
+    assert.deepEqual(paretoSet3(pts).map((p) => p.n), ['dense', 'a', 'c', 'e']);
+  });
+
+  it('report.html draws one point per model and rings exactly the Pareto set', () => {
+    const pc = (score: number): PairedCell => ({ ...cell(score - 55, -1, 1), score: { score, ci95: [score - 3, score + 3], n: 40 } });
+    const mk = (name: string, bytes: number, q: number): ModelEntry => entry(name, bytes, q);
+    const scores: Record<string, number> = { a: 56, b: 57, c: 51 };
+    const r: AuditResults = {
+      tool: 'dike', version: 't', seed: 1, resamples: 100, alpha: 0.05,
+      dense: mk('dense', 10e6, 100),
+      variants: [mk('a', 3e6, 110), mk('b', 3e6, 110), mk('c', 3e6, 120)],
+      benchmarks: [{
+        benchmark: 'crows-pairs', scorer: 'nangia-pll', metric: '%', neutral: 50,
+        dense: { overall: { score: 55, ci95: [50, 60], n: 40 }, groups: {} },
+        variants: Object.entries(scores).map(([n, s]) => ({ variant: n, overall: pc(s), groups: {}, flips: { total: 0, rate: 0, becameBiased: 0, becameUnbiased: 0, byGroup: [] }, exemplars: [] })),
+      }],
+      data: [],
+      warnings: ['warning: a was debiased (step 1, fair-gptq) with pairs from stereoset (pairs=stereoset), which this audit scores: its Δ on stereoset is not held out'],
+    };
+    const html = renderReport(r);
+    const svg = html.match(/<svg data-chart="pareto-size"[\s\S]*?<\/svg>/)?.[0];
+    assert.ok(svg);
+    assert.equal(svg.match(/class="mark point/g)?.length, 4);
+    // dense (best quality), a (6 MB smaller than dense… 3 MB, bias 6 < b's 7), c (least bias); b is dominated by a.
+    const ringed = [...svg.matchAll(/class="mark point front"[^>]*><title>([^:]+):/g)].map((m) => m[1]);
+    assert.deepEqual(ringed, ['dense', 'a', 'c']);
+    assert.ok(html.includes('is not held out'));
+  });
+});
