@@ -58,8 +58,16 @@ export const ROWS: GridRow[] = [
   { name: 'joint gptq α=0.5', kind: 'bias-aware', plain: 'gptq', spec: (b) => FAIR(b, 'alpha=0.5,solver=joint') },
   { name: 'fair-gptq quality_budget=0.02', kind: 'bias-aware', plain: 'gptq', spec: (b) => FAIR(b, 'quality_budget=0.02') },
   { name: 'fair-gptq counterfactual pairs', kind: 'bias-aware', plain: 'gptq', spec: (b) => `fair-gptq:bits=${b},group_size=${G},pairs=counterfactual,alpha=0.5,sum_hessians=1` },
-  { name: 'fair-sparsegpt 50%', kind: 'bias-aware', plain: 'magnitude-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=1,pairs=stereoset,pairs_limit=64', bitless: true },
-  { name: 'fair-wanda 50%', kind: 'bias-aware', plain: 'magnitude-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=1,pairs=stereoset,pairs_limit=64', bitless: true },
+  // Pruning (issue 16): each bias-aware row is judged against the plain method it modifies.
+  { name: 'sparsegpt-0.5', kind: 'plain', spec: () => 'sparsegpt:sparsity=0.5', bitless: true },
+  { name: 'wanda-0.5', kind: 'plain', spec: () => 'wanda:sparsity=0.5', bitless: true },
+  { name: 'fair-sparsegpt 50% α=0.1', kind: 'bias-aware', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=0.1,pairs=stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-sparsegpt 50%', kind: 'bias-aware', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=1,pairs=stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-wanda 50% α=0.1', kind: 'bias-aware', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=0.1,pairs=stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-wanda 50%', kind: 'bias-aware', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=1,pairs=stereoset,pairs_limit=64', bitless: true },
+  { name: 'heads-0.25', kind: 'plain', spec: () => 'heads:fraction=0.25,importance=ablation,global=true', bitless: true },
+  { name: 'fair-heads 25% λ=1', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fair-heads:fraction=0.25,lambda=1,global=true,pairs=stereoset,pairs_limit=64', bitless: true },
+  { name: 'fasp 25% γ=0.5', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fasp:fraction=0.25,gamma=0.5,pairs=stereoset,pairs_limit=64', bitless: true },
 ];
 
 export interface GridOptions {
