@@ -22,22 +22,13 @@ import { DikeError } from '../../errors.js';
 import { Gemm, choleskyInverseUpperBlocked } from '../gemm.js';
 import { checkNM, parsePattern } from '../mask.js';
 import { OptionReader } from '../options.js';
-import { CALIBRATION_MODES, type CalibrationMode } from '../calibrate.js';
 import { type Method, type MatrixReport, fromOutIn, toOutIn, zeroFraction } from '../types.js';
 import type { LinearInfo } from '../../model/arch/types.js';
-import { sparseGptMatrix } from './sparsegpt.js';
-import { readSparsityOrPattern } from './wanda.js';
+import { readSparseGptOptions, sparseGptMatrix, type SparseGptOptions } from './sparsegpt.js';
 import { alphaFor, pairCalibration, selectedLayers } from './fair-gptq.js';
 import { pairObjectiveTerms, readPairOptions, type PairOptions } from '../pair-objective.js';
 
-export interface FairSparseGptOptions extends PairOptions {
-  sparsity?: number;
-  pattern?: string;
-  block_size: number;
-  mask_block_size: number;
-  dampening_frac: number;
-  calibration: CalibrationMode;
-}
+export interface FairSparseGptOptions extends PairOptions, SparseGptOptions {}
 
 export interface FairSparseGptResult {
   weights: Float64Array;
@@ -98,22 +89,8 @@ export const fairSparsegpt: Method<FairSparseGptOptions> = {
   needsCalibration: false, // calibrated on its own sentence pairs
   parseOptions(raw, where) {
     const r = new OptionReader(raw, 'recipe', where);
-    const sp = readSparsityOrPattern(r, raw, where);
-    const o: FairSparseGptOptions = {
-      ...sp,
-      ...readPairOptions(r, raw, where, 0.5),
-      block_size: r.int('block_size', 128, [1, 1 << 20]),
-      mask_block_size: r.int('mask_block_size', 128, [1, 1 << 20]),
-      dampening_frac: r.num('dampening_frac', 0.01, [0, 100]),
-      calibration: r.oneOf('calibration', CALIBRATION_MODES, 'sequential'),
-    };
+    const o: FairSparseGptOptions = { ...readSparseGptOptions(r, raw, where), ...readPairOptions(r, raw, where, 0.5) };
     r.done();
-    if (o.block_size % o.mask_block_size !== 0 && o.mask_block_size % o.block_size !== 0) {
-      throw new DikeError('recipe', `${where} "mask_block_size"`, `one of block_size (${o.block_size}) and mask_block_size (${o.mask_block_size}) must divide the other`);
-    }
-    if (o.pattern !== undefined && o.block_size % parsePattern(o.pattern).m !== 0) {
-      throw new DikeError('recipe', `${where} "block_size"`, `must be a multiple of M in the pattern ${o.pattern}, found ${o.block_size}`);
-    }
     return o;
   },
   async apply(ctx, opts) {

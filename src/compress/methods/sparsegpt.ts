@@ -30,7 +30,7 @@ import { DikeError } from '../../errors.js';
 import { choleskyInverseUpper, dampen, deadInputs } from '../linalg.js';
 import { checkNM, countFor, markNM, markSmallest, parsePattern } from '../mask.js';
 import { OptionReader } from '../options.js';
-import { type Method, type MatrixReport, fromOutIn, toOutIn, zeroFraction } from '../types.js';
+import { type Method, type MatrixReport, type RawOptions, fromOutIn, toOutIn, zeroFraction } from '../types.js';
 import { readSparsityOrPattern } from './wanda.js';
 import { CALIBRATION_MODES, type CalibrationMode } from '../calibrate.js';
 
@@ -182,6 +182,28 @@ function lazyUpdate(W: Float64Array, U: Float64Array, E: Float64Array, rows: num
   }
 }
 
+/**
+ * SparseGPT's options (sparsity or N:M pattern, block sizes, dampening, calibration mode), read and
+ * checked; shared with fair-sparsegpt, which adds its pair options. The caller ends the reader.
+ */
+export function readSparseGptOptions(r: OptionReader, raw: RawOptions, where: string): SparseGptOptions {
+  const sp = readSparsityOrPattern(r, raw, where);
+  const o: SparseGptOptions = {
+    ...sp,
+    block_size: r.int('block_size', 128, [1, 1 << 20]),
+    mask_block_size: r.int('mask_block_size', 128, [1, 1 << 20]),
+    dampening_frac: r.num('dampening_frac', 0.01, [0, 100]),
+    calibration: r.oneOf('calibration', CALIBRATION_MODES, 'sequential'),
+  };
+  if (o.block_size % o.mask_block_size !== 0 && o.mask_block_size % o.block_size !== 0) {
+    throw new DikeError('recipe', `${where} "mask_block_size"`, `one of block_size (${o.block_size}) and mask_block_size (${o.mask_block_size}) must divide the other`);
+  }
+  if (o.pattern !== undefined && o.block_size % parsePattern(o.pattern).m !== 0) {
+    throw new DikeError('recipe', `${where} "block_size"`, `must be a multiple of M in the pattern ${o.pattern}, found ${o.block_size}`);
+  }
+  return o;
+}
+
 export const sparsegpt: Method<SparseGptOptions> = {
   name: 'sparsegpt',
   description: 'one-shot OBS pruning with a Cholesky-factored inverse Hessian, unstructured or N:M (weights of survivors updated)',
@@ -189,21 +211,8 @@ export const sparsegpt: Method<SparseGptOptions> = {
   needsCalibration: true,
   parseOptions(raw, where) {
     const r = new OptionReader(raw, 'recipe', where);
-    const sp = readSparsityOrPattern(r, raw, where);
-    const o: SparseGptOptions = {
-      ...sp,
-      block_size: r.int('block_size', 128, [1, 1 << 20]),
-      mask_block_size: r.int('mask_block_size', 128, [1, 1 << 20]),
-      dampening_frac: r.num('dampening_frac', 0.01, [0, 100]),
-      calibration: r.oneOf('calibration', CALIBRATION_MODES, 'sequential'),
-    };
+    const o = readSparseGptOptions(r, raw, where);
     r.done();
-    if (o.block_size % o.mask_block_size !== 0 && o.mask_block_size % o.block_size !== 0) {
-      throw new DikeError('recipe', `${where} "mask_block_size"`, `one of block_size (${o.block_size}) and mask_block_size (${o.mask_block_size}) must divide the other`);
-    }
-    if (o.pattern !== undefined && o.block_size % parsePattern(o.pattern).m !== 0) {
-      throw new DikeError('recipe', `${where} "block_size"`, `must be a multiple of M in the pattern ${o.pattern}, found ${o.block_size}`);
-    }
     return o;
   },
   async apply(ctx, opts) {
