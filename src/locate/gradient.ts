@@ -64,33 +64,7 @@ export async function objectiveGradient(
     try {
       for (let start = 0; start < list.length; start += BATCH) {
         const chunk = list.slice(start, start + BATCH);
-        const x: StepBatch = {
-          batch: BATCH,
-          seq: S,
-          inputIds: new BigInt64Array(BATCH * S).fill(BigInt(opts.padId)),
-          attentionMask: new BigInt64Array(BATCH * S),
-          rows: new BigInt64Array(R),
-          targets: new BigInt64Array(R),
-          weights: new Float32Array(R),
-        };
-        let r = 0;
-        for (let b = 0; b < BATCH; b++) {
-          const t = chunk[b];
-          if (t === undefined) {
-            x.attentionMask[b * S] = 1n; // a filler row attends to one token (no all-masked softmax)
-            continue;
-          }
-          t.ids.forEach((id, j) => {
-            x.inputIds[b * S + j] = BigInt(id);
-            x.attentionMask[b * S + j] = 1n;
-          });
-          t.rows.forEach((row, k) => {
-            x.rows[r] = BigInt(b * S + row);
-            x.targets[r] = BigInt(t.targets[k]!);
-            x.weights[r] = -t.weight;
-            r++;
-          });
-        }
+        const x = packScoreTerms(chunk, BATCH, S, R, opts.padId);
         const out = await session.gradients(x);
         objective += out.loss;
         for (const [k, g] of out.grads) {
@@ -106,6 +80,42 @@ export async function objectiveGradient(
   }
   for (const k of wrt) if (!grads.has(k)) throw new Error(`no gradient for ${k}`);
   return { grads, objective, items: items.length };
+}
+
+/**
+ * One step batch of score terms, [batch × S] right-padded with `padId`: each term's rows are scored
+ * with weight −w, so the step's loss (−Σ w log P) is the objective. Slots past the terms are filler
+ * rows attending to one token (no all-masked softmax) with no scored row.
+ */
+export function packScoreTerms(chunk: readonly ScoreTerm[], batch: number, S: number, R: number, padId: number): StepBatch {
+  const x: StepBatch = {
+    batch,
+    seq: S,
+    inputIds: new BigInt64Array(batch * S).fill(BigInt(padId)),
+    attentionMask: new BigInt64Array(batch * S),
+    rows: new BigInt64Array(R),
+    targets: new BigInt64Array(R),
+    weights: new Float32Array(R),
+  };
+  let r = 0;
+  for (let b = 0; b < batch; b++) {
+    const t = chunk[b];
+    if (t === undefined) {
+      x.attentionMask[b * S] = 1n;
+      continue;
+    }
+    t.ids.forEach((id, j) => {
+      x.inputIds[b * S + j] = BigInt(id);
+      x.attentionMask[b * S + j] = 1n;
+    });
+    t.rows.forEach((row, k) => {
+      x.rows[r] = BigInt(b * S + row);
+      x.targets[r] = BigInt(t.targets[k]!);
+      x.weights[r] = -t.weight;
+      r++;
+    });
+  }
+  return x;
 }
 
 /** Σ g ⊙ (after − before) over the named parameters: the first-order change of J. */

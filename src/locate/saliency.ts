@@ -21,7 +21,8 @@ import { crowsPairs, pairObjectives, type CrowsPair } from '../measure/crows-pai
 import { sentencePairs, type SentencePairRecord } from '../measure/pairs.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { DikeError } from '../errors.js';
-import { TrainSession, type StepBatch } from '../train/session.js';
+import { TrainSession } from '../train/session.js';
+import { packScoreTerms } from './gradient.js';
 import type { ModelForTraining } from '../train/step.js';
 
 const MAX_BATCH = 32;
@@ -87,33 +88,7 @@ export async function squaredGradientSaliency(
         }
         for (let start = 0; start < list.length; start += batch) {
           const chunk = list.slice(start, start + batch);
-          const x: StepBatch = {
-            batch,
-            seq: S,
-            inputIds: new BigInt64Array(batch * S).fill(BigInt(opts.padId)),
-            attentionMask: new BigInt64Array(batch * S),
-            rows: new BigInt64Array(R),
-            targets: new BigInt64Array(R),
-            weights: new Float32Array(R),
-          };
-          let r = 0;
-          for (let b = 0; b < batch; b++) {
-            const t = chunk[b];
-            if (t === undefined) {
-              x.attentionMask[b * S] = 1n; // a filler row attends to one token
-              continue;
-            }
-            t.ids.forEach((id, j) => {
-              x.inputIds[b * S + j] = BigInt(id);
-              x.attentionMask[b * S + j] = 1n;
-            });
-            t.rows.forEach((row, k) => {
-              x.rows[r] = BigInt(b * S + row);
-              x.targets[r] = BigInt(t.targets[k]!);
-              x.weights[r] = -t.weight; // loss = −Σ w log P = the item objective
-              r++;
-            });
-          }
+          const x = packScoreTerms(chunk, batch, S, R, opts.padId);
           const out = await session.gradients(x);
           for (const [k, gk] of out.grads) {
             const acc = g.get(k)!;
