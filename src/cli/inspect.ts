@@ -9,7 +9,7 @@ import { parseFlags, type CommandSpec } from './flags.js';
 const spec: CommandSpec = {
   name: 'inspect',
   summary: 'architecture, size on disk and in memory, layers, heads, sparsity and quantization per matrix',
-  positionals: { usage: '<model-dir>', min: 1, max: 1, help: 'a Hugging Face model directory, or dike-bert-mini / dike-gpt2-mini' },
+  positionals: { usage: '<model-dir>', min: 1, max: 1, help: 'a Hugging Face model directory, dike-bert-mini / dike-gpt2-mini, or testbed:bert / testbed:gpt2 (built on first use)' },
   flags: { json: { type: 'boolean', help: 'print the description as JSON' } },
 };
 

@@ -14,7 +14,7 @@ import { DATA_FLAG, EXECUTION_FLAG, LIMIT_FLAG, RESAMPLES_FLAG, SEED_FLAG, THREA
 const spec: CommandSpec = {
   name: 'measure',
   summary: `bias benchmarks with 95% bootstrap intervals (${BENCHMARKS.map((b) => b.name).join(', ')})`,
-  positionals: { usage: '[<model-dir>|dike-bert-mini|dike-gpt2-mini]', min: 0, max: 1, help: 'the model (default dike-bert-mini)' },
+  positionals: { usage: '[<model-dir>|dike-bert-mini|dike-gpt2-mini|testbed:NAME]', min: 0, max: 1, help: 'the model (default dike-bert-mini)' },
   flags: {
     benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
     scorer: { type: 'string', value: '<name>', help: `how items are scored (${BENCHMARKS.map((b) => `${b.name}: ${Object.keys(b.scorers).join("|")}`).join('; ')})` },
