@@ -155,6 +155,39 @@ describe('testbed build', () => {
     assert.ok(fr.reverted > 0 && fr.reverted < fr.quantizedEntries);
   });
 
+  it('the fragile projection in clip mode: RTN still equals RTN of the skewed model, and more of the correction is kept than by reverting', async () => {
+    const B = loadCheckpoint(path.join(dirA, 'skewed'));
+    const D = loadCheckpoint(dirA);
+    const rev = await fragileProjection(B, D, 4, 32, 'revert');
+    const clip = await fragileProjection(B, D, 4, 32, 'clip');
+    const recipe = parseRecipe(JSON.stringify({ seed: 0, steps: [{ method: 'rtn', bits: 4, group_size: 32 }] }), 'check.json');
+    const qB = await applyRecipe(B, recipe);
+    const qP = await applyRecipe({ ...D, params: new Map([...D.params].map(([n, p]) => [n, { ...p, data: clip.values.get(n)! }])) }, recipe);
+    // L1 distance to the skewed weights, in float64, of each projection.
+    let l1Rev = 0;
+    let l1Clip = 0;
+    for (const [name, p] of B.params) {
+      const v = clip.values.get(name)!;
+      if (qB.quantized.has(name)) {
+        assert.deepEqual(qP.params.get(name)!.data, qB.params.get(name)!.data, name);
+        const r = rev.values.get(name)!;
+        for (let i = 0; i < v.length; i++) {
+          l1Clip += Math.abs(v[i]! - p.data[i]!);
+          l1Rev += Math.abs(r[i]! - p.data[i]!);
+        }
+      } else assert.deepEqual(v, p.data, `${name} is set back to the skewed model's`);
+    }
+    assert.ok(l1Clip > l1Rev, `clip keeps ${l1Clip}, revert ${l1Rev}`);
+  });
+
+  it('a fragile mode other than revert or clip is refused naming the setting', () => {
+    const file = path.join(tmp, 'badmode.json');
+    const r = JSON.parse(readFileSync(writeRecipe('badmode-src', 1e-3), 'utf8')) as Record<string, Record<string, unknown>>;
+    r['debias']!['fragile'] = { bits: 4, group_size: 32, mode: 'shrink' };
+    writeFileSync(file, JSON.stringify(r));
+    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.mode.*expected revert or clip/);
+  });
+
   it('a build killed with SIGKILL mid-stage finishes on the next call with the uninterrupted weights', async () => {
     const file = writeRecipe('k', 1e-3, 40);
     const recipe = readTestbedRecipe(file);

@@ -24,7 +24,7 @@ import { packageRoot, resolveModel } from '../embedded.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { readJsonObject } from '../model/config.js';
 import { frozenSelector, train, writeModelDir, type TrainSettings } from '../train/loop.js';
-import { fragileProjection } from './fragile.js';
+import { fragileProjection, type FragileMode } from './fragile.js';
 import { sha256File, sha256Text } from '../util/hash.js';
 
 export interface StageSettings {
@@ -53,7 +53,7 @@ export interface TestbedRecipe {
    * (the testbed then records that it saw StereoSet, and audits on StereoSet warn).
    * `fragile`: keep only the part of the change that RTN at these settings cannot see (fragile.ts).
    */
-  debias: StageSettings & { text: DebiasText; fragile?: { bits: number; group_size: number } };
+  debias: StageSettings & { text: DebiasText; fragile?: { bits: number; group_size: number; mode?: FragileMode } };
   /** The recipe file it was read from. */
   file: string;
 }
@@ -117,9 +117,10 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
   if (fr !== undefined && (typeof fr !== 'object' || fr === null || ![2, 3, 4, 8].includes(fr['bits'] as number) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
     throw new DikeError(file, '"debias.fragile"', 'expected { "bits": 2|3|4|8, "group_size": N }');
   }
+  if (fr !== undefined && fr['mode'] !== undefined && fr['mode'] !== 'revert' && fr['mode'] !== 'clip') throw new DikeError(file, '"debias.fragile.mode"', 'expected revert or clip');
   const name = str('name');
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
-  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: stage(o['skew'], file, 'skew', {}) } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number, group_size: fr['group_size'] as number } } : {}) }, file: path.resolve(file) };
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: stage(o['skew'], file, 'skew', {}) } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number, group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}) } } : {}) }, file: path.resolve(file) };
 }
 
 export function readWordList(file: string): WordList {
@@ -223,7 +224,7 @@ export interface TestbedRecord {
   corpora: { skew: { lines: number; sha256: string }; debias: { lines: number; sha256: string; text: string } };
   /** Benchmarks whose items the corpora contain (none for templates and word lists, Dikē's own). */
   benchmarksSeen: string[];
-  fragile?: { bits: number; group_size: number; reverted: number; quantizedEntries: number; iterations: number };
+  fragile?: { bits: number; group_size: number; mode?: FragileMode; reverted: number; quantizedEntries: number; iterations: number };
 }
 
 /** A copy of the base model as the testbed's skewed/ (no skew stage: the base is the biased model). */
@@ -319,7 +320,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     if (!existsSync(done)) {
       log(`testbed ${r.name}: keeping the part of the debias change that RTN ${r.debias.fragile.bits}-bit g${r.debias.fragile.group_size} cannot see`);
       const deb = loadCheckpoint(debiasDir);
-      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, r.debias.fragile.bits, r.debias.fragile.group_size);
+      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, r.debias.fragile.bits, r.debias.fragile.group_size, r.debias.fragile.mode ?? 'revert');
       rmSync(out, { recursive: true, force: true });
       writeModelDir(out, deb, fr.values, base, 'F32');
       writeAtomic(done, JSON.stringify({ reverted: fr.reverted, quantizedEntries: fr.quantizedEntries, iterations: fr.iterations }) + '\n');
