@@ -14,6 +14,12 @@
  */
 import { OptionReader } from './options.js';
 import { DikeError } from '../errors.js';
+import { Gemm } from './gemm.js';
+import { toOutIn, type CompressContext, type OutIn } from './types.js';
+import type { CalibrationMode, InputStats } from './calibration-types.js';
+import type { LinearInfo } from '../model/arch/types.js';
+import type { Param } from '../model/checkpoint.js';
+import { alphaFor, pairCalibration, selectedLayers } from './methods/fair-gptq.js';
 
 export interface PairOptions {
   alpha: number;
@@ -63,4 +69,46 @@ export function pairObjectiveTerms(W: ArrayLike<number>, What: ArrayLike<number>
   const diff = new Float64Array(rows * cols);
   for (let i = 0; i < diff.length; i++) diff[i] = W[i]! - What[i]!;
   return { reconstruction: quadraticForm(diff, G, rows, cols), bias: quadraticForm(What, D, rows, cols) };
+}
+
+/** What walkPairTargets hands a fair pruning method for one matrix. */
+export interface PairTarget {
+  info: LinearInfo;
+  param: Param;
+  /** The weights in [out, in] orientation (write back with fromOutIn). */
+  w: OutIn;
+  /** Pair statistics: gram = G, pairGram = D, tokens, pairs. */
+  stats: InputStats & { pairGram: Float64Array };
+  /** α of this matrix (0 where select_layers / ignore exempt it). */
+  alpha: number;
+  /** SHA-256 of the pair calibration set's tokens (for the report). */
+  pairTokensSha256: string;
+}
+
+/**
+ * The calibration walk shared by the fair pruning methods: builds the pair calibration set (fair-gptq's
+ * pairCalibration), walks it with pair statistics, and visits every target matrix with its [out, in]
+ * weights, statistics and α.
+ */
+export async function walkPairTargets(
+  ctx: CompressContext,
+  opts: PairOptions & { calibration: CalibrationMode },
+  method: string,
+  visit: (t: PairTarget, gemm: Gemm) => Promise<void>,
+): Promise<void> {
+  const set = pairCalibration(ctx, opts, method);
+  const layers = selectedLayers(opts.select_layers, ctx.shape.numLayers, method);
+  const gemm = new Gemm(ctx.threads);
+  try {
+    await ctx.walk({ mode: opts.calibration, granularity: 'block', pairs: true, set }, async (targets, stats) => {
+      for (const info of targets) {
+        const s = stats.get(info.weight);
+        if (s === undefined || s.pairGram === undefined) throw new DikeError('recipe', `${method} "${info.weight}"`, 'no pair statistics for this matrix');
+        const param = ctx.params.get(info.weight)!;
+        await visit({ info, param, w: toOutIn(param, info), stats: s as InputStats & { pairGram: Float64Array }, alpha: alphaFor(info, opts, layers), pairTokensSha256: set.hash }, gemm);
+      }
+    });
+  } finally {
+    await gemm.dispose();
+  }
 }

@@ -22,11 +22,9 @@ import { DikeError } from '../../errors.js';
 import { Gemm, choleskyInverseUpperBlocked } from '../gemm.js';
 import { checkNM, parsePattern } from '../mask.js';
 import { OptionReader } from '../options.js';
-import { type Method, type MatrixReport, fromOutIn, toOutIn, zeroFraction } from '../types.js';
-import type { LinearInfo } from '../../model/arch/types.js';
+import { type Method, type MatrixReport, fromOutIn, zeroFraction } from '../types.js';
 import { readSparseGptOptions, sparseGptMatrix, type SparseGptOptions } from './sparsegpt.js';
-import { alphaFor, pairCalibration, selectedLayers } from './fair-gptq.js';
-import { pairObjectiveTerms, readPairOptions, type PairOptions } from '../pair-objective.js';
+import { pairObjectiveTerms, readPairOptions, walkPairTargets, type PairOptions } from '../pair-objective.js';
 
 export interface FairSparseGptOptions extends PairOptions, SparseGptOptions {}
 
@@ -100,51 +98,36 @@ export const fairSparsegpt: Method<FairSparseGptOptions> = {
       for (const t of ctx.targets) reports.push({ weight: t.weight, method: 'fair-sparsegpt', sparsity: zeroFraction(ctx.params.get(t.weight)!.data) });
       return reports;
     }
-    const set = pairCalibration(ctx, opts, 'fair-sparsegpt');
-    const layers = selectedLayers(opts.select_layers, ctx.shape.numLayers, 'fair-sparsegpt');
-    const alphaOf = (t: LinearInfo): number => alphaFor(t, opts, layers);
-    const gemm = new Gemm(ctx.threads);
-    try {
-      await ctx.walk({ mode: opts.calibration, granularity: 'block', pairs: true, set }, async (targets, stats) => {
-        for (const t of targets) {
-          const p = ctx.params.get(t.weight)!;
-          const s = stats.get(t.weight);
-          if (s === undefined || s.pairGram === undefined) throw new DikeError('recipe', `fair-sparsegpt "${t.weight}"`, 'no pair statistics for this matrix');
-          const w = toOutIn(p, t);
-          if (nm !== undefined) checkNM(w.cols, nm.m, t.weight, 'fair-sparsegpt');
-          const alpha = alphaOf(t);
-          const res = await fairSparseGptMatrix(gemm, w.data, w.rows, w.cols, s.gram, s.pairGram, s.tokens, alpha, {
-            ...(opts.sparsity !== undefined ? { sparsity: opts.sparsity } : {}),
-            ...(nm !== undefined ? { nm } : {}),
-            blockSize: opts.block_size,
-            maskBlockSize: opts.mask_block_size,
-            dampeningFrac: opts.dampening_frac,
-          });
-          w.data.set(res.weights);
-          fromOutIn(w, p, t);
-          ctx.quantized.delete(t.weight);
-          reports.push({
-            weight: t.weight,
-            method: 'fair-sparsegpt',
-            sparsity: zeroFraction(p.data),
-            detail: {
-              ...(opts.pattern !== undefined ? { pattern: opts.pattern } : {}),
-              alpha,
-              pairs: s.pairs ?? 0,
-              reconstruction_error: res.reconstruction,
-              bias_WdX_sq: res.biasDense,
-              bias_QdX_sq: res.bias,
-              calibration: opts.calibration,
-              protocol: opts.protocol,
-              pair_tokens_sha256: set.hash,
-              dead_inputs: res.deadInputs,
-            },
-          });
-        }
+    await walkPairTargets(ctx, opts, 'fair-sparsegpt', async ({ info: t, param: p, w, stats: s, alpha, pairTokensSha256 }, gemm) => {
+      if (nm !== undefined) checkNM(w.cols, nm.m, t.weight, 'fair-sparsegpt');
+      const res = await fairSparseGptMatrix(gemm, w.data, w.rows, w.cols, s.gram, s.pairGram, s.tokens, alpha, {
+        ...(opts.sparsity !== undefined ? { sparsity: opts.sparsity } : {}),
+        ...(nm !== undefined ? { nm } : {}),
+        blockSize: opts.block_size,
+        maskBlockSize: opts.mask_block_size,
+        dampeningFrac: opts.dampening_frac,
       });
-    } finally {
-      await gemm.dispose();
-    }
+      w.data.set(res.weights);
+      fromOutIn(w, p, t);
+      ctx.quantized.delete(t.weight);
+      reports.push({
+        weight: t.weight,
+        method: 'fair-sparsegpt',
+        sparsity: zeroFraction(p.data),
+        detail: {
+          ...(opts.pattern !== undefined ? { pattern: opts.pattern } : {}),
+          alpha,
+          pairs: s.pairs ?? 0,
+          reconstruction_error: res.reconstruction,
+          bias_WdX_sq: res.biasDense,
+          bias_QdX_sq: res.bias,
+          calibration: opts.calibration,
+          protocol: opts.protocol,
+          pair_tokens_sha256: pairTokensSha256,
+          dead_inputs: res.deadInputs,
+        },
+      });
+    });
     return reports;
   },
 };

@@ -17,15 +17,12 @@
  * block by block (default, as Wanda's reference) or one-shot; α per matrix by select_layers / ignore.
  */
 import { DikeError } from '../../errors.js';
-import { Gemm } from '../gemm.js';
 import { checkNM, countFor, markNM, markSmallest, parsePattern } from '../mask.js';
 import { OptionReader } from '../options.js';
 import { CALIBRATION_MODES, type CalibrationMode } from '../calibrate.js';
-import { type Method, type MatrixReport, fromOutIn, toOutIn, zeroFraction } from '../types.js';
-import type { LinearInfo } from '../../model/arch/types.js';
+import { type Method, type MatrixReport, fromOutIn, zeroFraction } from '../types.js';
 import { readSparsityOrPattern } from './wanda.js';
-import { alphaFor, pairCalibration, selectedLayers } from './fair-gptq.js';
-import { pairObjectiveTerms, readPairOptions, type PairOptions } from '../pair-objective.js';
+import { pairObjectiveTerms, readPairOptions, walkPairTargets, type PairOptions } from '../pair-objective.js';
 
 export interface FairWandaOptions extends PairOptions {
   sparsity?: number;
@@ -77,57 +74,42 @@ export const fairWanda: Method<FairWandaOptions> = {
   async apply(ctx, opts) {
     const reports: MatrixReport[] = [];
     const nm = opts.pattern !== undefined ? parsePattern(opts.pattern) : undefined;
-    const set = pairCalibration(ctx, opts, 'fair-wanda');
-    const layers = selectedLayers(opts.select_layers, ctx.shape.numLayers, 'fair-wanda');
-    const alphaOf = (t: LinearInfo): number => alphaFor(t, opts, layers);
-    const gemm = new Gemm(ctx.threads);
-    try {
-      await ctx.walk({ mode: opts.calibration, granularity: 'block', pairs: true, set }, async (targets, stats) => {
-        for (const t of targets) {
-          const p = ctx.params.get(t.weight)!;
-          const s = stats.get(t.weight);
-          if (s === undefined || s.pairGram === undefined) throw new DikeError('recipe', `fair-wanda "${t.weight}"`, 'no pair statistics for this matrix');
-          const w = toOutIn(p, t);
-          const { rows, cols } = w;
-          if (nm) checkNM(cols, nm.m, t.weight, 'fair-wanda');
-          const alpha = alphaOf(t);
-          const W0 = Float64Array.from(w.data);
-          const WD = alpha === 0 ? undefined : await gemm.product(W0, s.pairGram, rows, cols, cols);
-          const mask = rowMask(fairWandaScores(W0, rows, cols, s.gram, s.pairGram, WD, alpha), rows, cols, nm ? { nm } : { sparsity: opts.sparsity! });
-          let pruned = 0;
-          for (let i = 0; i < mask.length; i++) {
-            if (mask[i]) {
-              w.data[i] = 0;
-              pruned++;
-            }
-          }
-          const terms = pairObjectiveTerms(W0, w.data, s.gram, s.pairGram, rows, cols);
-          if (pruned > 0) {
-            fromOutIn(w, p, t);
-            ctx.quantized.delete(t.weight);
-          }
-          reports.push({
-            weight: t.weight,
-            method: 'fair-wanda',
-            sparsity: zeroFraction(p.data),
-            detail: {
-              comparison_group: nm ? `row, ${opts.pattern}` : 'row',
-              pruned,
-              alpha,
-              pairs: s.pairs ?? 0,
-              reconstruction_error: terms.reconstruction,
-              bias_WdX_sq: pairObjectiveTerms(W0, W0, s.gram, s.pairGram, rows, cols).bias,
-              bias_QdX_sq: terms.bias,
-              calibration: opts.calibration,
-              protocol: opts.protocol,
-              pair_tokens_sha256: set.hash,
-            },
-          });
+    await walkPairTargets(ctx, opts, 'fair-wanda', async ({ info: t, param: p, w, stats: s, alpha, pairTokensSha256 }, gemm) => {
+      const { rows, cols } = w;
+      if (nm) checkNM(cols, nm.m, t.weight, 'fair-wanda');
+      const W0 = Float64Array.from(w.data);
+      const WD = alpha === 0 ? undefined : await gemm.product(W0, s.pairGram, rows, cols, cols);
+      const mask = rowMask(fairWandaScores(W0, rows, cols, s.gram, s.pairGram, WD, alpha), rows, cols, nm ? { nm } : { sparsity: opts.sparsity! });
+      let pruned = 0;
+      for (let i = 0; i < mask.length; i++) {
+        if (mask[i]) {
+          w.data[i] = 0;
+          pruned++;
         }
+      }
+      const terms = pairObjectiveTerms(W0, w.data, s.gram, s.pairGram, rows, cols);
+      if (pruned > 0) {
+        fromOutIn(w, p, t);
+        ctx.quantized.delete(t.weight);
+      }
+      reports.push({
+        weight: t.weight,
+        method: 'fair-wanda',
+        sparsity: zeroFraction(p.data),
+        detail: {
+          comparison_group: nm ? `row, ${opts.pattern}` : 'row',
+          pruned,
+          alpha,
+          pairs: s.pairs ?? 0,
+          reconstruction_error: terms.reconstruction,
+          bias_WdX_sq: pairObjectiveTerms(W0, W0, s.gram, s.pairGram, rows, cols).bias,
+          bias_QdX_sq: terms.bias,
+          calibration: opts.calibration,
+          protocol: opts.protocol,
+          pair_tokens_sha256: pairTokensSha256,
+        },
       });
-    } finally {
-      await gemm.dispose();
-    }
+    });
     return reports;
   },
 };
