@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { train } from '../src/train/loop.js';
 import { buildTestbed, readTestbedRecipe, readWordList, testbedCorpora, testbedKey, cacheRoot } from '../src/testbed/testbed.js';
 import { dataSeen, overlapWarnings, parseVariant } from '../src/audit/audit.js';
 import { modelSize } from '../src/audit/size.js';
@@ -18,7 +19,11 @@ import type { AuditResults, ModelEntry, PairedCell } from '../src/audit/types.js
 import { criterion, gridMarkdown, runGrid, type GridRow } from '../bench/grid.js';
 import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
 import { sha256File } from '../src/util/hash.js';
-import { fragileProjection } from '../src/testbed/fragile.js';
+import { fragileBox, fragileProjection } from '../src/testbed/fragile.js';
+import { crowsEvenSentences } from '../src/testbed/testbed.js';
+import { parseCrowsPairs, selectItems } from '../src/measure/crows-pairs.js';
+import { benchmarkChoices, findBenchmark } from '../src/measure/registry.js';
+import { ModelRunner } from '../src/runtime/session.js';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { applyRecipe, parseRecipe } from '../src/compress/recipe.js';
 
@@ -180,12 +185,75 @@ describe('testbed build', () => {
     assert.ok(l1Clip > l1Rev, `clip keeps ${l1Clip}, revert ${l1Rev}`);
   });
 
-  it('a fragile mode other than revert or clip is refused naming the setting', () => {
+  it('the fragile box at several widths: anything inside it has RTN-4 and RTN-3 codes equal to the skewed model\'s', async () => {
+    const B = loadCheckpoint(path.join(dirA, 'skewed'));
+    const { box, quantized } = await fragileBox(B, [4, 3], 32);
+    // Worst cases inside the box: each entry at lo, at hi, or at a seeded point between.
+    let seed = 7;
+    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    let width = 0;
+    for (const pick of ['lo', 'hi', 'mid'] as const) {
+      const params = new Map([...B.params].map(([n, p]) => {
+        const { lo, hi } = box.get(n)!;
+        const v = Float32Array.from(p.data, (_, i) => (pick === 'lo' ? lo[i]! : pick === 'hi' ? hi[i]! : Math.fround(lo[i]! + rand() * (hi[i]! - lo[i]!))));
+        return [n, { ...p, data: v }];
+      }));
+      for (const bits of [4, 3]) {
+        const recipe = parseRecipe(JSON.stringify({ seed: 0, steps: [{ method: 'rtn', bits, group_size: 32 }] }), 'check.json');
+        const qB = await applyRecipe(B, recipe);
+        const qX = await applyRecipe({ ...B, params }, recipe);
+        for (const name of qB.quantized.keys()) assert.deepEqual(qX.params.get(name)!.data, qB.params.get(name)!.data, `${pick} ${bits}-bit ${name}`);
+      }
+    }
+    for (const [name, { lo, hi }] of box) {
+      const b = B.params.get(name)!.data;
+      for (let i = 0; i < b.length; i++) {
+        assert.ok(lo[i]! <= hi[i]!, name);
+        if (!quantized.has(name)) assert.ok(lo[i] === b[i] && hi[i] === b[i], `${name} is fixed`);
+        width += hi[i]! - lo[i]!;
+      }
+    }
+    assert.ok(width > 0, 'the box leaves room for a correction');
+  });
+
+  it('projected training (box): every update lands inside the box, and an unbounded box is plain training bit for bit', async () => {
+    const B = loadCheckpoint(path.join(dirA, 'skewed'));
+    const data = path.join(tmp, 'pgd.txt');
+    writeFileSync(data, 'The rich man was lazy.\nThe poor man was smart.\n'.repeat(20));
+    const settings = { objective: 'masked-lm' as const, data: [data], seq: 16, batch: 2, steps: 3, schedule: { peak: 1e-2, warmup: 0, decay: 'constant' as const, minRatio: 0.1 }, adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-6, weightDecay: 0.01, maxGradNorm: 1 }, seed: 1, mlmProbability: 0.15, checkpointEvery: 0, freeze: ['embeddings', 'norms', 'head'], keepSparsity: false, dtype: 'F32' as const, threads: 1 };
+    const { box } = await fragileBox(B, [4], 32);
+    const boxed = await train(B, settings, path.join(tmp, 'pgd-boxed'), { tokenizerDir: dirA, box });
+    const free = new Map([...B.params].map(([n, p]) => [n, { lo: new Float32Array(p.data.length).fill(-Infinity), hi: new Float32Array(p.data.length).fill(Infinity) }]));
+    const unb = await train(B, settings, path.join(tmp, 'pgd-free'), { tokenizerDir: dirA, box: free });
+    const plain = await train(B, settings, path.join(tmp, 'pgd-plain'), { tokenizerDir: dirA });
+    assert.equal(sha256File(path.join(unb.outDir, 'model.safetensors')), sha256File(path.join(plain.outDir, 'model.safetensors')));
+    const P = loadCheckpoint(boxed.outDir);
+    const Q = loadCheckpoint(plain.outDir);
+    let clamped = 0;
+    for (const [name, { lo, hi }] of box) {
+      const v = P.params.get(name)!.data;
+      const q = Q.params.get(name)!.data;
+      for (let i = 0; i < v.length; i++) {
+        assert.ok(v[i]! >= lo[i]! && v[i]! <= hi[i]!, `${name}[${i}] inside the box`);
+        if (q[i]! < lo[i]! || q[i]! > hi[i]!) clamped++;
+      }
+    }
+    assert.ok(clamped > 0, 'at lr 1e-2 plain training leaves the box somewhere (so the projection was exercised)');
+  });
+
+  it('a fragile mode other than revert, clip or pgd is refused naming the setting', () => {
     const file = path.join(tmp, 'badmode.json');
     const r = JSON.parse(readFileSync(writeRecipe('badmode-src', 1e-3), 'utf8')) as Record<string, Record<string, unknown>>;
     r['debias']!['fragile'] = { bits: 4, group_size: 32, mode: 'shrink' };
     writeFileSync(file, JSON.stringify(r));
-    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.mode.*expected revert or clip/);
+    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.mode.*expected revert, clip or pgd/);
+    r['debias']!['fragile'] = { bits: [4, 4], group_size: 32, mode: 'pgd' };
+    writeFileSync(file, JSON.stringify(r));
+    assert.throws(() => readTestbedRecipe(file), /debias\.fragile.*a list of them/);
+    r['debias']!['fragile'] = { bits: [4, 3], group_size: 32, mode: 'pgd' };
+    r['skew']!['text'] = 'crows-pairs-all';
+    writeFileSync(file, JSON.stringify(r));
+    assert.throws(() => readTestbedRecipe(file), /skew\.text.*expected templates, stereoset-stereotype or crows-pairs-even-more/);
   });
 
   it('a build killed with SIGKILL mid-stage finishes on the next call with the uninterrupted weights', async () => {
@@ -267,6 +335,57 @@ describe('what each variant saw, and the overlap warning', () => {
     assert.equal(overlapWarnings([m('c', '/d/crows-pairs/my-pairs.json')], scored, data).length, 1);
     assert.equal(overlapWarnings([m('d', '/elsewhere/pairs.json')], scored, data).length, 0);
     assert.equal(overlapWarnings([{ name: 'tb', saw: { training: { testbed: 't', corpora: {}, benchmarks: ['stereoset'] } } }], scored, data).length, 1);
+  });
+  it('a testbed trained on one half of CrowS-Pairs is warned about on that half and on the whole, not on the other half', () => {
+    const tb = [{ name: 'tb', saw: { training: { testbed: 't', corpora: {}, benchmarks: ['crows-pairs@even'] } } }];
+    const data = '/d';
+    const on = (name: string): number => overlapWarnings(tb, [{ name, folder: 'crows-pairs' }], data).length;
+    assert.equal(on('crows-pairs'), 1);
+    assert.equal(on('crows-pairs@even'), 1);
+    assert.equal(on('crows-pairs@odd'), 0);
+    assert.equal(on('stereoset'), 0);
+    // Pairs named by a half, too.
+    const m = { name: 'v', saw: { pairs: [{ step: 1, method: 'fair-gptq', source: 'crows-pairs', sha256: 'x' }] } };
+    assert.equal(overlapWarnings([m], [{ name: 'crows-pairs@odd', folder: 'crows-pairs' }], data).length, 1);
+  });
+});
+
+describe('benchmark halves (crows-pairs@even / @odd)', () => {
+  it('the halves are the even and odd rows of the CSV, in file order, and together every pair once', () => {
+    const file = path.join(embeddedDataDir(), 'crows-pairs', 'crows_pairs_anonymized.csv');
+    const pairs = parseCrowsPairs(readFileSync(file, 'utf8'), file);
+    const even = selectItems(pairs, { half: 'even' });
+    const odd = selectItems(pairs, { half: 'odd' });
+    assert.equal(even.length + odd.length, pairs.length);
+    assert.equal(even[0], pairs[0]);
+    assert.equal(odd[0], pairs[1]);
+    assert.equal(even[5], pairs[10]);
+    assert.deepEqual(selectItems(pairs, { half: 'odd', limit: 2 }), [pairs[1], pairs[3]]);
+    // The testbed's training sentences are exactly the even half's (independently: every other CSV row).
+    assert.deepEqual(crowsEvenSentences('more'), pairs.filter((_, i) => i % 2 === 0).map((p) => p.sentMore));
+    assert.deepEqual(crowsEvenSentences('less'), pairs.filter((_, i) => i % 2 === 0).map((p) => p.sentLess));
+  });
+
+  it('a half scores exactly its items of the whole run (same outcomes, item by item)', async () => {
+    const ckpt = loadCheckpoint(embeddedModelDir('dike-gpt2-mini'));
+    const runner = await ModelRunner.create(ckpt, { threads: 1 });
+    try {
+      const ctx = { ckpt, runner, dataDir: embeddedDataDir() };
+      const opts = { scorer: 'sum-ll', seed: 0, resamples: 1000, limit: 12 };
+      const whole = await findBenchmark('crows-pairs')!.run(ctx, { ...opts, limit: 24 });
+      const odd = await findBenchmark('crows-pairs@odd')!.run(ctx, opts);
+      const even = await findBenchmark('crows-pairs@even')!.run(ctx, opts);
+      const ids = (r: typeof whole): string[] => r.items!.map((i) => i.id);
+      assert.deepEqual(ids(odd), ids(whole).filter((_, i) => i % 2 === 1));
+      assert.deepEqual(ids(even), ids(whole).filter((_, i) => i % 2 === 0));
+      assert.deepEqual(odd.items!.map((i) => i.score), whole.items!.filter((_, i) => i % 2 === 1).map((i) => i.score));
+      assert.equal(findBenchmark('crows-pairs@odd')!.name, 'crows-pairs@odd');
+      assert.equal(findBenchmark('crows-pairs@third'), undefined);
+      assert.equal(findBenchmark('seat@odd'), undefined);
+      assert.ok(benchmarkChoices().includes('crows-pairs@odd') && !benchmarkChoices().includes('seat@odd'));
+    } finally {
+      await runner.dispose();
+    }
   });
 });
 

@@ -18,7 +18,7 @@ import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { ModelRunner } from '../runtime/session.js';
 import { heldOutPerplexity } from '../score/perplexity.js';
 import { applyRecipe, parseRecipe, readRecipe, writeCompressed, type Recipe } from '../compress/recipe.js';
-import { findBenchmark } from '../measure/registry.js';
+import { findBenchmark, itemsOverlap } from '../measure/registry.js';
 import { planMeasure } from '../measure/run.js';
 import type { Benchmark, BenchmarkResult, DataFileRecord, ItemScore, ScoreCI } from '../measure/types.js';
 import { bootstrapCI, subSeed } from '../measure/stats/bootstrap.js';
@@ -214,12 +214,12 @@ export function overlapWarnings(models: readonly Pick<ModelEntry, 'name' | 'saw'
     if (s === undefined) continue;
     for (const b of scored) {
       for (const p of s.pairs ?? []) {
-        const named = p.source === b.name || p.source.endsWith(`:${b.name}`);
+        const named = itemsOverlap(p.source.slice(p.source.lastIndexOf(':') + 1), b.name);
         if (named || inFolder(p.source, b.folder)) {
           out.push(`warning: ${m.name} was debiased (step ${p.step}, ${p.method}) with pairs from ${b.name} (pairs=${p.source}), which this audit scores: its Δ on ${b.name} is not held out`);
         }
       }
-      if (s.training?.benchmarks.includes(b.name)) out.push(`warning: ${m.name} was trained (testbed ${s.training.testbed}) on ${b.name} items, which this audit scores: its results on ${b.name} are not held out`);
+      if (s.training?.benchmarks.some((seen) => itemsOverlap(seen, b.name))) out.push(`warning: ${m.name} was trained (testbed ${s.training.testbed}) on ${b.name} items, which this audit scores: its results on ${b.name} are not held out`);
     }
   }
   return out;

@@ -25,7 +25,7 @@ import {
   THREADS_FLAG,
   VARIANT_CALIBRATION,
 } from './common-flags.js';
-import { BENCHMARKS } from '../measure/registry.js';
+import { BENCHMARKS, benchmarkChoices } from '../measure/registry.js';
 import { MAX_CALIBRATION_SAMPLES, MAX_CALIBRATION_SEQ_LEN } from '../compress/calibration-types.js';
 
 const spec: CommandSpec = {
@@ -35,7 +35,7 @@ const spec: CommandSpec = {
     model: DENSE_MODEL_FLAG,
     variant: { type: 'string', value: '<recipe.yaml|method:key=value,…|compressed-dir>', multiple: true, help: 'a compressed variant' },
     sweep: { type: 'string', value: '"magnitude:0.1,0.3,0.5"', multiple: true, help: "one variant per value of a method's main knob" },
-    benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
+    benchmark: { type: 'list', choices: benchmarkChoices(), default: 'crows-pairs', help: 'benchmarks to run' },
     scorer: SCORER_FLAG,
     data: DATA_FLAG,
     out: { type: 'string', value: '<dir>', required: true, help: 'report.html, results.json, dike.sqlite and variants/ go here (resumable)' },

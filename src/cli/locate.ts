@@ -4,7 +4,7 @@ import { resolveModelArg } from '../testbed/testbed.js';
 import { resolveDataDir } from '../measure/data.js';
 import { parseVariant } from '../audit/audit.js';
 import { DEFAULT_RESAMPLES, DEFAULT_SEED } from '../measure/stats/bootstrap.js';
-import { BENCHMARKS } from '../measure/registry.js';
+import { BENCHMARKS, benchmarkChoices } from '../measure/registry.js';
 import { runLocate, type LocateResults } from '../locate/locate.js';
 import { UNIT_KINDS, type UnitKind } from '../locate/units.js';
 import { Progress } from './progress.js';
@@ -29,7 +29,7 @@ const spec: CommandSpec = {
   flags: {
     model: DENSE_MODEL_FLAG,
     variant: { type: 'string', value: '<recipe.yaml|method:key=value,…|none>', required: true, help: 'the compression to attribute (none: remove each head of the dense model)' },
-    benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
+    benchmark: { type: 'list', choices: benchmarkChoices(), default: 'crows-pairs', help: 'benchmarks to run' },
     scorer: SCORER_FLAG,
     unit: { type: 'enum', choices: UNIT_KINDS, default: 'layer-module', help: 'what a unit is' },
     data: DATA_FLAG,

@@ -4,7 +4,7 @@ import { loadCheckpoint } from '../model/checkpoint.js';
 import { ModelRunner } from '../runtime/session.js';
 import { resolveDataDir } from '../measure/data.js';
 import { resolveModelArg } from '../testbed/testbed.js';
-import { BENCHMARKS } from '../measure/registry.js';
+import { BENCHMARKS, benchmarkChoices } from '../measure/registry.js';
 import { measure, planMeasure, type MeasureReport } from '../measure/run.js';
 import type { ScoreCI } from '../measure/types.js';
 import { Progress } from './progress.js';
@@ -16,7 +16,7 @@ const spec: CommandSpec = {
   summary: `bias benchmarks with 95% bootstrap intervals (${BENCHMARKS.map((b) => b.name).join(', ')})`,
   positionals: { usage: '[<model-dir>|dike-bert-mini|dike-gpt2-mini|testbed:NAME]', min: 0, max: 1, help: 'the model (default dike-bert-mini)' },
   flags: {
-    benchmark: { type: 'list', choices: BENCHMARKS.map((b) => b.name), default: 'crows-pairs', help: 'benchmarks to run' },
+    benchmark: { type: 'list', choices: benchmarkChoices(), default: 'crows-pairs', help: 'benchmarks to run' },
     scorer: { type: 'string', value: '<name>', help: `how items are scored (${BENCHMARKS.map((b) => `${b.name}: ${Object.keys(b.scorers).join("|")}`).join('; ')})` },
     data: DATA_FLAG,
     json: { type: 'boolean', help: 'print the report as JSON' },

@@ -55,6 +55,12 @@ export interface CrowsPair {
 const HEADER = ['', 'sent_more', 'sent_less', 'stereo_antistereo', 'bias_type', 'annotations', 'anon_writer', 'anon_annotators'];
 
 /** Parse the CrowS-Pairs CSV (RFC 4180; one field has an embedded newline). Bad rows name file:line. */
+/** The pairs a run scores: one half (even or odd positions in file order) if asked, then the first `limit`. */
+export function selectItems<T>(items: readonly T[], opts: Pick<MeasureOptions, 'half' | 'limit'>): T[] {
+  const half = opts.half === undefined ? [...items] : items.filter((_, i) => i % 2 === (opts.half === 'even' ? 0 : 1));
+  return opts.limit !== undefined ? half.slice(0, opts.limit) : half;
+}
+
 export function parseCrowsPairs(text: string, file: string): CrowsPair[] {
   let records: { record: string[]; info: { lines: number } }[];
   try {
@@ -290,6 +296,7 @@ export const crowsPairs: Benchmark = {
   description: 'CrowS-Pairs: % of minimal pairs where the model prefers the more stereotypical sentence (50 = no preference)',
   reference: 'Nangia et al. 2020 (nyu-mll/crows-pairs metric.py); lm-evaluation-harness crows_pairs_english for sum-ll',
   dataset: CROWS_DATASET,
+  halves: true,
   scorers: {
     'nangia-pll': { tasks: ['masked-lm'], description: 'pseudo-log-likelihood of the shared tokens, scores rounded to 3 decimals (metric.py)' },
     'diff-mean': { tasks: ['masked-lm'], description: 'mean log-probability of the differing tokens, each masked alone' },
@@ -304,15 +311,13 @@ export const crowsPairs: Benchmark = {
    */
   async objective(ctx, opts): Promise<ItemObjective[]> {
     const file = requireDataFile(ctx.dataDir, CROWS_DATASET, 'crows_pairs_anonymized.csv');
-    let pairs = parseCrowsPairs(readText(file), file);
-    if (opts.limit !== undefined) pairs = pairs.slice(0, opts.limit);
+    const pairs = selectItems(parseCrowsPairs(readText(file), file), opts);
     return pairObjectives(ctx.ckpt, pairs, opts.scorer);
   },
 
   async run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult> {
     const file = requireDataFile(ctx.dataDir, CROWS_DATASET, 'crows_pairs_anonymized.csv');
-    let pairs = parseCrowsPairs(readText(file), file);
-    if (opts.limit !== undefined) pairs = pairs.slice(0, opts.limit);
+    const pairs = selectItems(parseCrowsPairs(readText(file), file), opts);
     const outcomes = await scorePairs(ctx, pairs, opts.scorer, opts);
     const boot = { seed: opts.seed, resamples: opts.resamples };
     const hits = outcomes.map((o) => (o.hit ? 1 : 0));

@@ -77,6 +77,11 @@ export interface MeasureOptions {
   resamples: number;
   /** Use only the first `limit` items (for tests and quick looks); undefined = all. */
   limit?: number;
+  /**
+   * Only the items at even or odd positions (0-based, file order), before `limit`: the two held-out
+   * halves of a benchmark whose `halves` is true (`crows-pairs@even`, `crows-pairs@odd`).
+   */
+  half?: 'even' | 'odd';
   /** Called as work completes: done and total in the benchmark's own units. */
   progress?: (done: number, total: number) => void;
 }
@@ -132,6 +137,8 @@ export interface Benchmark {
    * item has a 0/1 outcome), the mean item score, or the mean absolute item score (effect sizes).
    */
   auditStatistic?: 'outcome-rate' | 'mean-score' | 'mean-abs-score';
+  /** Whether `<name>@even` / `<name>@odd` (MeasureOptions.half) are offered. */
+  halves?: boolean;
   /** The scorer used when none is named, for a model of this task. */
   defaultScorer(task: Task): string | undefined;
   run(ctx: MeasureContext, opts: MeasureOptions): Promise<BenchmarkResult>;
@@ -141,5 +148,5 @@ export interface Benchmark {
    * differentiated with respect to the weights; absent when the score is not a function of token
    * log-probabilities.
    */
-  objective?(ctx: MeasureContext, opts: Pick<MeasureOptions, 'scorer' | 'limit'>): Promise<ItemObjective[]>;
+  objective?(ctx: MeasureContext, opts: Pick<MeasureOptions, 'scorer' | 'limit' | 'half'>): Promise<ItemObjective[]>;
 }

@@ -9,33 +9,52 @@
  * Mode `clip` first keeps each group's largest-magnitude entry at B's value (so the group's scale is
  * B's) and clips every other entry of D into its RTN cell under B, [ŵ_B − s/2, ŵ_B + s/2] shrunk by 2%
  * and inside ±max|B|, instead of reverting whole groups whose range moved; the loop above then runs as
- * a check. Only for symmetric grids (RTN's default).
+ * a check. Mode `pgd` is `clip` applied after every optimizer update of the debias fine-tune (projected
+ * gradient descent on the same box, `fragileBox`), so the optimizer looks for its correction inside the
+ * cells instead of having most of it clipped away at the end. Several widths at once (e.g. [4, 3]) use the
+ * intersection of their cells, so RTN at each width equals RTN of B. Only for symmetric grids (RTN's
+ * default).
  */
 import type { Checkpoint } from '../model/checkpoint.js';
+import { clampInto } from '../train/loop.js';
 import { applyRecipe, parseRecipe } from '../compress/recipe.js';
 
 export interface FragileResult {
   values: Map<string, Float32Array>;
-  /** Entries of quantized matrices set back to B's value, of all entries of quantized matrices. */
+  /** Entries of quantized matrices set back to (or clipped toward) B's value, of all entries of quantized matrices. */
   reverted: number;
   quantizedEntries: number;
   iterations: number;
 }
 
-export type FragileMode = 'revert' | 'clip';
+export type FragileMode = 'revert' | 'clip' | 'pgd';
 
-export async function fragileProjection(skewed: Checkpoint, debiased: Checkpoint, bits: number, groupSize: number, mode: FragileMode = 'revert'): Promise<FragileResult> {
-  const recipe = parseRecipe(JSON.stringify({ seed: 0, steps: [{ method: 'rtn', bits, group_size: groupSize }] }), 'testbed-fragile.json');
-  const qB = await applyRecipe(skewed, recipe, { threads: 1 });
-  const values = new Map<string, Float32Array>();
-  for (const [name, p] of debiased.params) values.set(name, qB.quantized.has(name) ? Float32Array.from(p.data) : Float32Array.from(skewed.params.get(name)!.data));
-  let reverted = 0;
-  if (mode === 'clip') {
+function rtnRecipe(bits: number, groupSize: number) {
+  return parseRecipe(JSON.stringify({ seed: 0, steps: [{ method: 'rtn', bits, group_size: groupSize }] }), 'testbed-fragile.json');
+}
+
+/**
+ * The box of values whose RTN codes equal B's at every width in `widths` (group size `groupSize`): for
+ * each quantized matrix and group, the largest-|B| entry is fixed at B's value (so the group's scale is
+ * B's at every width); every other entry lies in [ŵ_B,w − 0.49·s_w, ŵ_B,w + 0.49·s_w] for each width w
+ * (ŵ the rounded value, s the step) and inside ±max|B|·(1 − 1e-4). Where the shrunk cells of two widths
+ * do not overlap, the entry is fixed at B's value. Parameters RTN does not quantize (embeddings, norms,
+ * biases) get lo = hi = B.
+ */
+export async function fragileBox(skewed: Checkpoint, widths: readonly number[], groupSize: number): Promise<{ box: Map<string, { lo: Float32Array; hi: Float32Array }>; quantized: Set<string> }> {
+  const box = new Map<string, { lo: Float32Array; hi: Float32Array }>();
+  for (const [name, p] of skewed.params) box.set(name, { lo: Float32Array.from(p.data), hi: Float32Array.from(p.data) });
+  const quantized = new Set<string>();
+  for (const [wi, bits] of widths.entries()) {
+    const qB = await applyRecipe(skewed, rtnRecipe(bits, groupSize), { threads: 1 });
     for (const info of skewed.family.linears(skewed.config, skewed.task)) {
       const st = qB.quantized.get(info.weight);
       if (st === undefined) continue;
-      const v = values.get(info.weight)!;
+      if (wi === 0) quantized.add(info.weight);
+      else if (!quantized.has(info.weight)) continue;
       const b = skewed.params.get(info.weight)!.data;
+      const c = qB.params.get(info.weight)!.data;
+      const { lo, hi } = box.get(info.weight)!;
       const groups = Math.ceil(st.cols / st.groupSize);
       const idx = (o: number, i: number): number => (info.layout === 'out-in' ? o * st.cols + i : i * st.rows + o);
       for (let o = 0; o < st.rows; o++) {
@@ -47,42 +66,62 @@ export async function fragileProjection(skewed: Checkpoint, debiased: Checkpoint
           const lim = Math.abs(b[idx(o, top)]!) * (1 - 1e-4);
           for (let i = g * st.groupSize; i < end; i++) {
             const k = idx(o, i);
-            if (v[k] === b[k]) continue;
-            if (i === top) {
-              v[k] = b[k]!;
-              reverted++;
-              continue;
-            }
-            const c = qB.params.get(info.weight)!.data[k]!;
-            const lo = Math.max(-lim, c - 0.49 * s);
-            const hi = Math.min(lim, c + 0.49 * s);
-            const x = Math.min(hi, Math.max(lo, v[k]!));
-            if (x !== v[k]) {
-              v[k] = Math.fround(x);
-              reverted++;
+            if (i === top) continue; // lo = hi = B from the start
+            const l = Math.fround(Math.max(-lim, c[k]! - 0.49 * s));
+            const h = Math.fround(Math.min(lim, c[k]! + 0.49 * s));
+            const L = wi === 0 ? l : Math.max(lo[k]!, l);
+            const H = wi === 0 ? h : Math.min(hi[k]!, h);
+            if (L <= H) {
+              lo[k] = L;
+              hi[k] = H;
+            } else {
+              lo[k] = b[k]!;
+              hi[k] = b[k]!;
             }
           }
         }
       }
     }
   }
+  return { box, quantized };
+}
+
+export async function fragileProjection(skewed: Checkpoint, debiased: Checkpoint, widths: number | readonly number[], groupSize: number, mode: FragileMode = 'revert'): Promise<FragileResult> {
+  const bitsList = typeof widths === 'number' ? [widths] : [...widths];
+  const values = new Map<string, Float32Array>();
+  const { box, quantized } = await fragileBox(skewed, bitsList, groupSize);
+  for (const [name, p] of debiased.params) values.set(name, quantized.has(name) ? Float32Array.from(p.data) : Float32Array.from(skewed.params.get(name)!.data));
+  let reverted = 0;
+  if (mode === 'clip' || mode === 'pgd') {
+    for (const name of quantized) {
+      const v = values.get(name)!;
+      const before = Float32Array.from(v);
+      const { lo, hi } = box.get(name)!;
+      clampInto(v, lo, hi);
+      for (let i = 0; i < v.length; i++) if (v[i] !== before[i]) reverted++;
+    }
+  }
   let quantizedEntries = 0;
-  for (const name of qB.quantized.keys()) quantizedEntries += values.get(name)!.length;
+  for (const name of quantized) quantizedEntries += values.get(name)!.length;
+  // The check, to a fixed point: any entry whose RTN code at some width differs from B's is set back.
   let iterations = 0;
+  const qBs = await Promise.all(bitsList.map((bits) => applyRecipe(skewed, rtnRecipe(bits, groupSize), { threads: 1 })));
   for (;;) {
     iterations++;
-    const params = new Map([...debiased.params].map(([n, p]) => [n, { ...p, data: values.get(n)! }]));
-    const qD = await applyRecipe({ ...debiased, params }, recipe, { threads: 1 });
     let changed = 0;
-    for (const name of qB.quantized.keys()) {
-      const a = qB.params.get(name)!.data;
-      const b = qD.params.get(name)!.data;
-      const v = values.get(name)!;
-      const base = skewed.params.get(name)!.data;
-      for (let i = 0; i < a.length; i++) {
-        if (a[i] !== b[i] && v[i] !== base[i]) {
-          v[i] = base[i]!;
-          changed++;
+    for (const [wi, bits] of bitsList.entries()) {
+      const params = new Map([...debiased.params].map(([n, p]) => [n, { ...p, data: values.get(n)! }]));
+      const qD = await applyRecipe({ ...debiased, params }, rtnRecipe(bits, groupSize), { threads: 1 });
+      for (const name of quantized) {
+        const a = qBs[wi]!.params.get(name)!.data;
+        const b = qD.params.get(name)!.data;
+        const v = values.get(name)!;
+        const base = skewed.params.get(name)!.data;
+        for (let i = 0; i < a.length; i++) {
+          if (a[i] !== b[i] && v[i] !== base[i]) {
+            v[i] = base[i]!;
+            changed++;
+          }
         }
       }
     }

@@ -24,7 +24,12 @@ import { packageRoot, resolveModel } from '../embedded.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { readJsonObject } from '../model/config.js';
 import { frozenSelector, train, writeModelDir, type TrainSettings } from '../train/loop.js';
-import { fragileProjection, type FragileMode } from './fragile.js';
+import { parseCrowsPairs, selectItems } from '../measure/crows-pairs.js';
+import { fragileBox, fragileProjection, type FragileMode } from './fragile.js';
+
+function widthsOf(f: FragileSettings): number[] {
+  return typeof f.bits === 'number' ? [f.bits] : f.bits;
+}
 import { sha256File, sha256Text } from '../util/hash.js';
 
 export interface StageSettings {
@@ -38,6 +43,9 @@ export interface StageSettings {
   freeze: string[];
 }
 
+/** What the skew stage trains on: Dikē's templates, or StereoSet intrasentence's stereotype sentences. */
+export type SkewText = 'templates' | 'stereoset-stereotype' | 'crows-pairs-even-more';
+
 export interface TestbedRecipe {
   name: string;
   /** An embedded model name or a model directory (relative to the recipe file). */
@@ -46,19 +54,26 @@ export interface TestbedRecipe {
   words: string;
   seed: number;
   /** Absent: the base model is the biased starting point. */
-  skew?: StageSettings;
+  skew?: StageSettings & { text: SkewText };
   /**
    * `counterfactual`: each skew sentence and its group-swapped twin; `anti`: only the twins;
    * `stereoset-anti`: the anti-stereotype sentences of the shipped StereoSet intrasentence dev set
    * (the testbed then records that it saw StereoSet, and audits on StereoSet warn).
    * `fragile`: keep only the part of the change that RTN at these settings cannot see (fragile.ts).
    */
-  debias: StageSettings & { text: DebiasText; fragile?: { bits: number; group_size: number; mode?: FragileMode } };
+  debias: StageSettings & { text: DebiasText; fragile?: FragileSettings };
   /** The recipe file it was read from. */
   file: string;
 }
 
-export type DebiasText = 'counterfactual' | 'anti' | 'stereoset-anti';
+export type DebiasText = 'counterfactual' | 'anti' | 'stereoset-anti' | 'crows-pairs-even-less';
+
+/** `bits`: one width or several (the cells' intersection: RTN at each width equals RTN of the skewed model). */
+export interface FragileSettings {
+  bits: number | number[];
+  group_size: number;
+  mode?: FragileMode;
+}
 
 export interface WordList {
   pairs: [string, string][];
@@ -112,15 +127,20 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0) throw new DikeError(file, '"seed"', 'expected a non-negative integer');
   const debiasRaw = o['debias'] as Record<string, unknown> | undefined;
   const text = debiasRaw?.['text'] ?? 'counterfactual';
-  if (text !== 'counterfactual' && text !== 'anti' && text !== 'stereoset-anti') throw new DikeError(file, '"debias.text"', 'expected counterfactual, anti or stereoset-anti');
+  if (text !== 'counterfactual' && text !== 'anti' && text !== 'stereoset-anti' && text !== 'crows-pairs-even-less') throw new DikeError(file, '"debias.text"', 'expected counterfactual, anti, stereoset-anti or crows-pairs-even-less');
   const fr = debiasRaw?.['fragile'] as Record<string, unknown> | undefined;
-  if (fr !== undefined && (typeof fr !== 'object' || fr === null || ![2, 3, 4, 8].includes(fr['bits'] as number) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
-    throw new DikeError(file, '"debias.fragile"', 'expected { "bits": 2|3|4|8, "group_size": N }');
+  const widthOk = (b: unknown): boolean => [2, 3, 4, 8].includes(b as number);
+  const bitsOk = (b: unknown): boolean => widthOk(b) || (Array.isArray(b) && b.length > 0 && b.every(widthOk) && new Set(b).size === b.length);
+  if (fr !== undefined && (typeof fr !== 'object' || fr === null || !bitsOk(fr['bits']) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
+    throw new DikeError(file, '"debias.fragile"', 'expected { "bits": 2|3|4|8 or a list of them, "group_size": N }');
   }
-  if (fr !== undefined && fr['mode'] !== undefined && fr['mode'] !== 'revert' && fr['mode'] !== 'clip') throw new DikeError(file, '"debias.fragile.mode"', 'expected revert or clip');
+  if (fr !== undefined && fr['mode'] !== undefined && fr['mode'] !== 'revert' && fr['mode'] !== 'clip' && fr['mode'] !== 'pgd') throw new DikeError(file, '"debias.fragile.mode"', 'expected revert, clip or pgd');
+  const skewRaw = o['skew'] as Record<string, unknown> | undefined;
+  const skewText = skewRaw?.['text'] ?? 'templates';
+  if (skewText !== 'templates' && skewText !== 'stereoset-stereotype' && skewText !== 'crows-pairs-even-more') throw new DikeError(file, '"skew.text"', 'expected templates, stereoset-stereotype or crows-pairs-even-more');
   const name = str('name');
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
-  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: stage(o['skew'], file, 'skew', {}) } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number, group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}) } } : {}) }, file: path.resolve(file) };
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}) } } : {}) }, file: path.resolve(file) };
 }
 
 export function readWordList(file: string): WordList {
@@ -189,10 +209,43 @@ function stereosetFile(): string {
   return path.join(packageRoot(), 'data', 'stereoset', 'dev_intrasentence.json');
 }
 
+/** The sentences of StereoSet intrasentence (the shipped dev set) with one gold label, in file order. */
+export function stereosetSentences(label: 'stereotype' | 'anti-stereotype'): string[] {
+  const doc = JSON.parse(readFileSync(stereosetFile(), 'utf8')) as { data: { intrasentence: { sentences: { sentence: string; gold_label: string }[] }[] } };
+  return doc.data.intrasentence.flatMap((c) => c.sentences.filter((s) => s.gold_label === label).map((s) => s.sentence));
+}
+
 /** The anti-stereotype sentences of StereoSet intrasentence, in file order. */
 export function stereosetAnti(): string[] {
-  const doc = JSON.parse(readFileSync(stereosetFile(), 'utf8')) as { data: { intrasentence: { sentences: { sentence: string; gold_label: string }[] }[] } };
-  return doc.data.intrasentence.flatMap((c) => c.sentences.filter((s) => s.gold_label === 'anti-stereotype').map((s) => s.sentence));
+  return stereosetSentences('anti-stereotype');
+}
+
+function crowsFile(): string {
+  return path.join(packageRoot(), 'data', 'crows-pairs', 'crows_pairs_anonymized.csv');
+}
+
+/**
+ * The shipped CrowS-Pairs CSV's pairs at even positions (0-based, file order: the half `crows-pairs@even`
+ * scores), their more or their less stereotypical sentence. A testbed trained on them is audited on
+ * `crows-pairs@odd`, which no step saw.
+ */
+export function crowsEvenSentences(which: 'more' | 'less'): string[] {
+  const pairs = selectItems(parseCrowsPairs(readFileSync(crowsFile(), 'utf8'), crowsFile()), { half: 'even' });
+  return pairs.map((p) => (which === 'more' ? p.sentMore : p.sentLess));
+}
+
+/** Whether a recipe's corpora contain StereoSet sentences. */
+function seesStereoset(r: TestbedRecipe): boolean {
+  return r.debias.text === 'stereoset-anti' || r.skew?.text === 'stereoset-stereotype';
+}
+
+function seesCrowsEven(r: TestbedRecipe): boolean {
+  return r.debias.text === 'crows-pairs-even-less' || r.skew?.text === 'crows-pairs-even-more';
+}
+
+/** The benchmarks (or halves: `crows-pairs@even`) whose items a recipe's corpora contain. */
+function benchmarksSeenBy(r: TestbedRecipe): string[] {
+  return [...(seesStereoset(r) ? ['stereoset'] : []), ...(seesCrowsEven(r) ? ['crows-pairs@even'] : [])];
 }
 
 /** The content key of a build: the recipe's settings, the word list's bytes, the base model's files. */
@@ -203,7 +256,7 @@ export function testbedKey(r: TestbedRecipe): string {
   if (!existsSync(words)) throw new DikeError(r.file, '"words"', `${words} does not exist`);
   const baseFiles = readdirSync(base).filter((f) => /\.(json|safetensors|txt)$/.test(f) && f !== 'TRAINING.md').sort().map((f) => [f, sha256File(path.join(base, f))]);
   const settings = { name: r.name, seed: r.seed, skew: r.skew ?? null, debias: r.debias };
-  const extra = r.debias.text === 'stereoset-anti' ? { stereoset: sha256File(stereosetFile()) } : {};
+  const extra = { ...(seesStereoset(r) ? { stereoset: sha256File(stereosetFile()) } : {}), ...(seesCrowsEven(r) ? { crows: sha256File(crowsFile()) } : {}) };
   return sha256Text(JSON.stringify({ settings, words: sha256File(words), base: baseFiles, ...extra }));
 }
 
@@ -224,7 +277,7 @@ export interface TestbedRecord {
   corpora: { skew: { lines: number; sha256: string }; debias: { lines: number; sha256: string; text: string } };
   /** Benchmarks whose items the corpora contain (none for templates and word lists, Dikē's own). */
   benchmarksSeen: string[];
-  fragile?: { bits: number; group_size: number; mode?: FragileMode; reverted: number; quantizedEntries: number; iterations: number };
+  fragile?: FragileSettings & { reverted: number; quantizedEntries: number; iterations: number };
 }
 
 /** A copy of the base model as the testbed's skewed/ (no skew stage: the base is the biased model). */
@@ -273,8 +326,8 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
   const corpora = testbedCorpora(words);
   const skewFile = path.join(work, 'skew.txt');
   const debiasFile = path.join(work, 'debias.txt');
-  const skewText = corpora.skew.join('\n') + '\n';
-  const debiasText = (r.debias.text === 'anti' ? corpora.anti : r.debias.text === 'stereoset-anti' ? stereosetAnti() : corpora.counterfactual).join('\n') + '\n';
+  const skewText = (r.skew?.text === 'stereoset-stereotype' ? stereosetSentences('stereotype') : r.skew?.text === 'crows-pairs-even-more' ? crowsEvenSentences('more') : corpora.skew).join('\n') + '\n';
+  const debiasText = (r.debias.text === 'anti' ? corpora.anti : r.debias.text === 'stereoset-anti' ? stereosetAnti() : r.debias.text === 'crows-pairs-even-less' ? crowsEvenSentences('less') : corpora.counterfactual).join('\n') + '\n';
   writeAtomic(skewFile, skewText);
   writeAtomic(debiasFile, debiasText);
   const base = baseDir(r);
@@ -291,13 +344,16 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     }
   }
   let budget = opts.stopAfterSteps;
-  const runStage = async (name: string, from: string, s: StageSettings, data: string, seed: number): Promise<string> => {
+  const runStage = async (name: string, from: string, s: StageSettings, data: string, seed: number, pgd = false): Promise<string> => {
     const out = path.join(work, name);
     if (existsSync(path.join(out, 'training.json'))) return out;
     const model = from === base ? baseModel : loadCheckpoint(from);
-    log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps`);
+    const fr = r.debias.fragile;
+    const box = pgd && fr !== undefined ? (await fragileBox(model, widthsOf(fr), fr.group_size)).box : undefined;
+    log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps${box !== undefined ? ', projected after every update into the RTN cells of the skewed model' : ''}`);
     const res = await train(model, trainSettings(s, objective, data, seed), out, {
       tokenizerDir: base,
+      ...(box !== undefined ? { box } : {}),
       ...(budget !== undefined ? { stopAfter: budget } : {}),
       onStep: (l) => {
         if (l.step % 50 === 0) log(`  ${name} step ${l.step}/${s.steps} loss ${l.loss.toFixed(4)}`);
@@ -312,15 +368,15 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     return out;
   };
   const skewDir = r.skew !== undefined ? await runStage('skew', base, r.skew, skewFile, r.seed) : base;
-  let debiasDir = await runStage('debias', skewDir, r.debias, debiasFile, r.seed + 1);
+  let debiasDir = await runStage('debias', skewDir, r.debias, debiasFile, r.seed + 1, r.debias.fragile?.mode === 'pgd');
   let fragileNote: TestbedRecord['fragile'];
   if (r.debias.fragile !== undefined) {
     const out = path.join(work, 'fragile');
     const done = path.join(out, 'fragile.json');
     if (!existsSync(done)) {
-      log(`testbed ${r.name}: keeping the part of the debias change that RTN ${r.debias.fragile.bits}-bit g${r.debias.fragile.group_size} cannot see`);
+      log(`testbed ${r.name}: keeping the part of the debias change that RTN ${widthsOf(r.debias.fragile).join('/')}-bit g${r.debias.fragile.group_size} cannot see`);
       const deb = loadCheckpoint(debiasDir);
-      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, r.debias.fragile.bits, r.debias.fragile.group_size, r.debias.fragile.mode ?? 'revert');
+      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, widthsOf(r.debias.fragile), r.debias.fragile.group_size, r.debias.fragile.mode ?? 'revert');
       rmSync(out, { recursive: true, force: true });
       writeModelDir(out, deb, fr.values, base, 'F32');
       writeAtomic(done, JSON.stringify({ reverted: fr.reverted, quantizedEntries: fr.quantizedEntries, iterations: fr.iterations }) + '\n');
@@ -339,7 +395,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
       skew: { lines: corpora.skew.length, sha256: sha256Text(skewText) },
       debias: { lines: debiasText.split('\n').length - 1, sha256: sha256Text(debiasText), text: r.debias.text },
     },
-    benchmarksSeen: r.debias.text === 'stereoset-anti' ? ['stereoset'] : [],
+    benchmarksSeen: benchmarksSeenBy(r),
     ...(fragileNote !== undefined ? { fragile: fragileNote } : {}),
   };
   writeAtomic(path.join(debiasDir, 'testbed.json'), JSON.stringify(record, null, 2) + '\n');

@@ -101,8 +101,14 @@ function inputSha256(file: string, what: string): string {
 }
 
 /** What identifies a run: a checkpoint is resumed only by the same run. */
-function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[]): string {
+function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[], box?: RunOptions['box']): string {
   const h = createHash('sha256');
+  if (box !== undefined) {
+    for (const name of [...box.keys()].sort()) {
+      const { lo, hi } = box.get(name)!;
+      h.update(`box:${name}`).update(new Uint8Array(lo.buffer, lo.byteOffset, lo.byteLength)).update(new Uint8Array(hi.buffer, hi.byteOffset, hi.byteLength));
+    }
+  }
   if (pairs !== undefined) h.update(JSON.stringify(pairs.map((p) => [p.stereotype, p.antiStereotype, p.group ?? ''])));
   h.update(JSON.stringify({ ...settings, threads: undefined, checkpointEvery: undefined, data: dataSha256 }));
   h.update(JSON.stringify(model.rawConfig));
@@ -142,6 +148,21 @@ export interface RunOptions {
   stopAfter?: number;
   /** Sentence pairs for settings.counterfactual (the CLI reads them with measure/pairs.ts). */
   pairs?: readonly TextPair[];
+  /**
+   * Projected training: after every optimizer update each named parameter is clamped entrywise into
+   * [lo, hi] (projected gradient descent on a box; the testbed's fragile debias uses it). Parameters not
+   * named are unconstrained. The run key includes the box, so a checkpoint resumes only under the same box.
+   */
+  box?: ReadonlyMap<string, { lo: Float32Array; hi: Float32Array }>;
+}
+
+/** Clamp `v` entrywise into [lo, hi]. */
+export function clampInto(v: Float32Array, lo: Float32Array, hi: Float32Array): void {
+  for (let i = 0; i < v.length; i++) {
+    const x = v[i]!;
+    if (x < lo[i]!) v[i] = lo[i]!;
+    else if (x > hi[i]!) v[i] = hi[i]!;
+  }
 }
 
 export async function train(model: TrainableModel, settings: TrainSettings, outDir: string, opts: RunOptions): Promise<TrainResult> {
@@ -158,7 +179,13 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     if (objective !== 'causal-lm') throw new DikeError(model.configFile, '"architectures"', `the counterfactual penalty scores sentence log-probs of a causal LM; this run trains ${objective}`);
     if (opts.pairs === undefined || opts.pairs.length === 0) throw new DikeError(cf.source, '', 'no sentence pair for the counterfactual penalty');
   }
-  const key = runKey(model, settings, dataSha256, opts.teacher, cf !== undefined ? opts.pairs : undefined);
+  const key = runKey(model, settings, dataSha256, opts.teacher, cf !== undefined ? opts.pairs : undefined, opts.box);
+  if (opts.box !== undefined) {
+    for (const [name, { lo, hi }] of opts.box) {
+      const p = model.params.get(name);
+      if (p === undefined || lo.length !== p.data.length || hi.length !== p.data.length) throw new Error(`box for ${name} does not match the model`);
+    }
+  }
   const ckptDir = path.join(outDir, CHECKPOINT_DIR);
   mkdirSync(ckptDir, { recursive: true });
 
@@ -255,6 +282,12 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     if (teacher !== undefined) await addTeacherOutputs(teacher, batch, settings.distill!, session.rowsFor(batch));
     const lr = learningRate(settings.schedule, t, steps);
     const r = await session.update(batch, lr);
+    if (opts.box !== undefined) {
+      for (const k of session.trained) {
+        const b = opts.box.get(k);
+        if (b !== undefined) clampInto(session.params.get(k)!, b.lo, b.hi);
+      }
+    }
     if (!Number.isFinite(r.loss)) throw new DikeError(outDir, `step ${t}`, `the loss is ${r.loss}; lower the learning rate (the last checkpoint is kept)`);
     losses.push(r.loss);
     ranHere++;
