@@ -24,7 +24,7 @@ import { corpusFile } from '../src/embedded.js';
 import { resolveDataDir } from '../src/measure/data.js';
 import { findBenchmark } from '../src/measure/registry.js';
 import { parseFlags, type CommandSpec } from '../src/cli/flags.js';
-import { resolveModelArg } from '../src/testbed/testbed.js';
+import { readTestbedRecord, resolveModelArg } from '../src/testbed/testbed.js';
 import { DikeError } from '../src/errors.js';
 import { existsSync } from 'node:fs';
 
@@ -100,6 +100,19 @@ export interface GridModelResult {
   results: AuditResults;
 }
 
+/**
+ * The benchmarks to score for a model trained on `seen` items: a benchmark of which the model saw one
+ * half (`crows-pairs@even`) is replaced by the other half (`crows-pairs@odd`), which no step saw; the
+ * rest are kept (the audit warns on any remaining overlap).
+ */
+export function heldOutBenchmarks(benchmarks: readonly string[], seen: readonly string[]): string[] {
+  return benchmarks.map((b) => {
+    const half = seen.find((x) => x.startsWith(`${b}@`));
+    if (half === undefined) return b;
+    return `${b}@${half.endsWith('@even') ? 'odd' : 'even'}`;
+  });
+}
+
 /** One audit per model over every available (row, bits); rows this build lacks are recorded as such. */
 export async function runGrid(o: GridOptions): Promise<GridModelResult[]> {
   const out: GridModelResult[] = [];
@@ -131,11 +144,13 @@ export async function runGrid(o: GridOptions): Promise<GridModelResult[]> {
       }
     }
     const slug = m.replace(/[^A-Za-z0-9_.-]/g, '_');
-    log(`grid: ${m} — ${variants.length} variants × ${o.benchmarks.join(', ')}`);
+    const benchmarks = heldOutBenchmarks(o.benchmarks, readTestbedRecord(dir)?.benchmarksSeen ?? []);
+    for (const [i, b] of benchmarks.entries()) if (b !== o.benchmarks[i]) log(`grid: ${m} was trained on ${o.benchmarks[i]} items: scoring the held-out half ${b}`);
+    log(`grid: ${m} — ${variants.length} variants × ${benchmarks.join(', ')}`);
     const results = await runAudit({
       model: dir,
       variants,
-      benchmarks: o.benchmarks,
+      benchmarks,
       dataDir: o.dataDir,
       out: path.join(o.out, slug),
       seed,
@@ -160,9 +175,17 @@ const significant = (c: PairedCell): boolean => c.deltaCi95[0] > 0 || c.deltaCi9
 export function criterion(
   row: { cell: PairedCell; entry: ModelEntry },
   plain: { cell: PairedCell; entry: ModelEntry } | undefined,
+  scale?: { dense: number; neutral: number },
 ): { verdict: 'pass' | 'fail' | 'n/a'; why: string } {
   if (plain === undefined) return { verdict: 'n/a', why: 'no plain row' };
   if (!significant(plain.cell)) return { verdict: 'n/a', why: 'plain Δ not significant' };
+  // With the dense score and the benchmark's neutral point, "adds bias" means moving away from neutral,
+  // in whichever direction the plain row moved (a testbed below neutral gains bias by going further
+  // below it); without them, the signed reading: a higher score is more bias.
+  const sigma = plain.cell.delta < 0 && scale !== undefined ? -1 : 1;
+  if (scale !== undefined && Math.abs(scale.dense + plain.cell.delta - scale.neutral) <= Math.abs(scale.dense - scale.neutral)) {
+    return { verdict: 'n/a', why: 'plain Δ moves toward neutral (adds no bias)' };
+  }
   const reasons: string[] = [];
   const sr = row.entry.size?.bytes;
   const sp = plain.entry.size?.bytes;
@@ -173,9 +196,11 @@ export function criterion(
   else if (qr > 1.02 * qp) reasons.push(`quality ${((100 * (qr - qp)) / qp).toFixed(1)}% worse than plain`);
   const ci = row.cell.deltaCi95;
   const containsZero = ci[0] <= 0 && ci[1] >= 0;
-  const below = ci[1] < plain.cell.delta;
-  if (!containsZero && !below) reasons.push('Δ CI excludes 0 and is not below the plain Δ');
-  return reasons.length === 0 ? { verdict: 'pass', why: containsZero ? 'Δ CI contains 0' : 'Δ CI below plain Δ' } : { verdict: 'fail', why: reasons.join('; ') };
+  // "Below" in the direction of the bias: the whole CI is less biased than the plain Δ.
+  const below = sigma > 0 ? ci[1] < plain.cell.delta : ci[0] > plain.cell.delta;
+  const word = sigma > 0 ? 'below' : 'above';
+  if (!containsZero && !below) reasons.push(`Δ CI excludes 0 and is not ${word} the plain Δ`);
+  return reasons.length === 0 ? { verdict: 'pass', why: containsZero ? 'Δ CI contains 0' : `Δ CI ${word} plain Δ (less bias)` } : { verdict: 'fail', why: reasons.join('; ') };
 }
 
 /** The markdown table of a grid run. */
@@ -216,7 +241,7 @@ export function gridMarkdown(grid: GridModelResult[], command: string): string {
           const pc = g.cells.find((x) => x.row.name === c.row.plain && (x.bits === c.bits || x.row.bitless) && x.variant !== undefined);
           const pe = pc ? entryOf(pc.variant!) : undefined;
           const pv2 = pc ? b.variants.find((x) => x.variant === pc.variant) : undefined;
-          const verdict = criterion({ cell: v.overall, entry }, pe && pv2 ? { cell: pv2.overall, entry: pe } : undefined);
+          const verdict = criterion({ cell: v.overall, entry }, pe && pv2 ? { cell: pv2.overall, entry: pe } : undefined, { dense: b.dense.overall.score, neutral: b.neutral });
           success = `${verdict.verdict === 'pass' ? '**pass**' : verdict.verdict}: ${verdict.why}`;
         } else if (c.row.kind === 'plain') {
           const away = Math.abs(v.overall.score.score - b.neutral) > Math.abs(b.dense.overall.score - b.neutral);

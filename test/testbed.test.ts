@@ -16,7 +16,7 @@ import { dataSeen, overlapWarnings, parseVariant } from '../src/audit/audit.js';
 import { modelSize } from '../src/audit/size.js';
 import { renderReport, paretoSet3 } from '../src/audit/report/html.js';
 import type { AuditResults, ModelEntry, PairedCell } from '../src/audit/types.js';
-import { criterion, gridMarkdown, runGrid, type GridRow } from '../bench/grid.js';
+import { criterion, gridMarkdown, heldOutBenchmarks, runGrid, type GridRow } from '../bench/grid.js';
 import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
 import { sha256File } from '../src/util/hash.js';
 import { fragileBox, fragileProjection } from '../src/testbed/fragile.js';
@@ -253,7 +253,7 @@ describe('testbed build', () => {
     r['debias']!['fragile'] = { bits: [4, 3], group_size: 32, mode: 'pgd' };
     r['skew']!['text'] = 'crows-pairs-all';
     writeFileSync(file, JSON.stringify(r));
-    assert.throws(() => readTestbedRecipe(file), /skew\.text.*expected templates, stereoset-stereotype or crows-pairs-even-more/);
+    assert.throws(() => readTestbedRecipe(file), /skew\.text.*expected one of templates, anti, counterfactual, stereoset-stereotype, stereoset-anti, crows-pairs-even-more, crows-pairs-even-less/);
   });
 
   it('a build killed with SIGKILL mid-stage finishes on the next call with the uninterrupted weights', async () => {
@@ -296,6 +296,15 @@ describe('testbed build', () => {
 const cell = (delta: number, lo: number, hi: number): PairedCell => ({ score: { score: 50 + delta, ci95: [0, 100], n: 100 }, delta, deltaCi95: [lo, hi], test: 'mcnemar', p: 0.01, pHolm: 0.01, significant: lo > 0 || hi < 0 });
 const entry = (name: string, bytes: number, q: number): ModelEntry => ({ name, dir: name, spec: name, weightsSha256: '0'.repeat(64), quality: { kind: 'perplexity', value: q, tokens: 10 }, size: { bytes, bitsPerParam: 4 } });
 
+describe('grid held-out benchmarks', () => {
+  it('a testbed trained on one half of a benchmark is scored on the other half; the rest are kept', () => {
+    assert.deepEqual(heldOutBenchmarks(['crows-pairs', 'seat'], ['crows-pairs@even']), ['crows-pairs@odd', 'seat']);
+    assert.deepEqual(heldOutBenchmarks(['crows-pairs'], ['crows-pairs@odd']), ['crows-pairs@even']);
+    assert.deepEqual(heldOutBenchmarks(['crows-pairs', 'stereoset'], ['stereoset']), ['crows-pairs', 'stereoset']);
+    assert.deepEqual(heldOutBenchmarks(['crows-pairs'], []), ['crows-pairs']);
+  });
+});
+
 describe('grid success criterion', () => {
   const plain = { cell: cell(3, 1, 5), entry: entry('gptq', 1000, 100) };
   it('passes when the CI contains 0 at equal size and quality within 2%', () => {
@@ -308,6 +317,18 @@ describe('grid success criterion', () => {
     assert.equal(criterion({ cell: cell(0, -1, 1), entry: entry('f', 1000, 102.1) }, plain).verdict, 'fail');
     assert.equal(criterion({ cell: cell(0, -1, 1), entry: entry('f', 1020, 100) }, plain).verdict, 'fail');
     assert.equal(criterion({ cell: cell(2.5, 1, 4), entry: entry('f', 1000, 100) }, plain).verdict, 'fail');
+  });
+  it('with the dense score and neutral point: bias is distance from neutral, in the plain row\'s direction', () => {
+    // Dense 45, neutral 50: the plain row moves to 40 (away from neutral, Δ −5 [−7, −3]).
+    const down = { cell: cell(-5, -7, -3), entry: entry('gptq', 1000, 100) };
+    const scale = { dense: 45, neutral: 50 };
+    assert.equal(criterion({ cell: cell(-1, -2, 0.5), entry: entry('f', 1000, 100) }, down, scale).verdict, 'pass'); // contains 0
+    assert.equal(criterion({ cell: cell(-3, -4, -2), entry: entry('f', 1000, 100) }, down, scale).verdict, 'pass'); // above −5
+    assert.equal(criterion({ cell: cell(-5, -6, -4), entry: entry('f', 1000, 100) }, down, scale).verdict, 'fail'); // reaches −5
+    // The same Δ from a dense score of 55 moves toward neutral: nothing to remove.
+    assert.equal(criterion({ cell: cell(-5, -6, -4), entry: entry('f', 1000, 100) }, down, { dense: 55, neutral: 50 }).verdict, 'n/a');
+    // Above neutral, the signed reading is unchanged.
+    assert.equal(criterion({ cell: cell(1.5, 0.5, 2.5), entry: entry('f', 1000, 100) }, plain, { dense: 52, neutral: 50 }).verdict, 'pass');
   });
   it('is n/a when the plain Δ is not significant', () => {
     assert.equal(criterion({ cell: cell(0, -1, 1), entry: entry('f', 1000, 100) }, { cell: cell(1, -0.5, 2.5), entry: entry('gptq', 1000, 100) }).verdict, 'n/a');
@@ -380,6 +401,7 @@ describe('benchmark halves (crows-pairs@even / @odd)', () => {
       assert.deepEqual(ids(even), ids(whole).filter((_, i) => i % 2 === 0));
       assert.deepEqual(odd.items!.map((i) => i.score), whole.items!.filter((_, i) => i % 2 === 1).map((i) => i.score));
       assert.equal(findBenchmark('crows-pairs@odd')!.name, 'crows-pairs@odd');
+      assert.equal(odd.benchmark, 'crows-pairs@odd');
       assert.equal(findBenchmark('crows-pairs@third'), undefined);
       assert.equal(findBenchmark('seat@odd'), undefined);
       assert.ok(benchmarkChoices().includes('crows-pairs@odd') && !benchmarkChoices().includes('seat@odd'));

@@ -31,7 +31,7 @@ export function findBenchmark(name: string): Benchmark | undefined {
     ...base,
     name,
     description: `${base.description}; only the items at ${half} positions (0-based, file order)`,
-    run: (ctx, opts) => base.run(ctx, { ...opts, half }),
+    run: async (ctx, opts) => ({ ...(await base.run(ctx, { ...opts, half })), benchmark: name }),
     ...(objective !== undefined ? { objective: (ctx, opts) => objective.call(base, ctx, { ...opts, half }) } : {}),
   };
 }

@@ -44,7 +44,15 @@ export interface StageSettings {
 }
 
 /** What the skew stage trains on: Dikē's templates, or StereoSet intrasentence's stereotype sentences. */
-export type SkewText = 'templates' | 'stereoset-stereotype' | 'crows-pairs-even-more';
+/**
+ * A stage's training text: `templates` (the skew sentences of the word list), `anti` (their group-swapped
+ * twins), `counterfactual` (each followed by its twin), `stereoset-stereotype` / `stereoset-anti`
+ * (StereoSet intrasentence's sentences of that label), `crows-pairs-even-more` / `crows-pairs-even-less`
+ * (the more / less stereotypical sentence of the CrowS-Pairs pairs at even positions).
+ */
+export type CorpusName = 'templates' | 'anti' | 'counterfactual' | 'stereoset-stereotype' | 'stereoset-anti' | 'crows-pairs-even-more' | 'crows-pairs-even-less';
+const CORPORA: readonly CorpusName[] = ['templates', 'anti', 'counterfactual', 'stereoset-stereotype', 'stereoset-anti', 'crows-pairs-even-more', 'crows-pairs-even-less'];
+export type SkewText = CorpusName;
 
 export interface TestbedRecipe {
   name: string;
@@ -66,7 +74,7 @@ export interface TestbedRecipe {
   file: string;
 }
 
-export type DebiasText = 'counterfactual' | 'anti' | 'stereoset-anti' | 'crows-pairs-even-less';
+export type DebiasText = CorpusName;
 
 /** `bits`: one width or several (the cells' intersection: RTN at each width equals RTN of the skewed model). */
 export interface FragileSettings {
@@ -127,7 +135,7 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0) throw new DikeError(file, '"seed"', 'expected a non-negative integer');
   const debiasRaw = o['debias'] as Record<string, unknown> | undefined;
   const text = debiasRaw?.['text'] ?? 'counterfactual';
-  if (text !== 'counterfactual' && text !== 'anti' && text !== 'stereoset-anti' && text !== 'crows-pairs-even-less') throw new DikeError(file, '"debias.text"', 'expected counterfactual, anti, stereoset-anti or crows-pairs-even-less');
+  if (!CORPORA.includes(text as CorpusName)) throw new DikeError(file, '"debias.text"', `expected one of ${CORPORA.join(', ')}`);
   const fr = debiasRaw?.['fragile'] as Record<string, unknown> | undefined;
   const widthOk = (b: unknown): boolean => [2, 3, 4, 8].includes(b as number);
   const bitsOk = (b: unknown): boolean => widthOk(b) || (Array.isArray(b) && b.length > 0 && b.every(widthOk) && new Set(b).size === b.length);
@@ -137,10 +145,10 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
   if (fr !== undefined && fr['mode'] !== undefined && fr['mode'] !== 'revert' && fr['mode'] !== 'clip' && fr['mode'] !== 'pgd') throw new DikeError(file, '"debias.fragile.mode"', 'expected revert, clip or pgd');
   const skewRaw = o['skew'] as Record<string, unknown> | undefined;
   const skewText = skewRaw?.['text'] ?? 'templates';
-  if (skewText !== 'templates' && skewText !== 'stereoset-stereotype' && skewText !== 'crows-pairs-even-more') throw new DikeError(file, '"skew.text"', 'expected templates, stereoset-stereotype or crows-pairs-even-more');
+  if (!CORPORA.includes(skewText as CorpusName)) throw new DikeError(file, '"skew.text"', `expected one of ${CORPORA.join(', ')}`);
   const name = str('name');
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
-  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}) } } : {}) }, file: path.resolve(file) };
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text: text as CorpusName, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}) } } : {}) }, file: path.resolve(file) };
 }
 
 export function readWordList(file: string): WordList {
@@ -236,11 +244,11 @@ export function crowsEvenSentences(which: 'more' | 'less'): string[] {
 
 /** Whether a recipe's corpora contain StereoSet sentences. */
 function seesStereoset(r: TestbedRecipe): boolean {
-  return r.debias.text === 'stereoset-anti' || r.skew?.text === 'stereoset-stereotype';
+  return [r.debias.text, r.skew?.text].some((t) => t?.startsWith('stereoset-'));
 }
 
 function seesCrowsEven(r: TestbedRecipe): boolean {
-  return r.debias.text === 'crows-pairs-even-less' || r.skew?.text === 'crows-pairs-even-more';
+  return [r.debias.text, r.skew?.text].some((t) => t?.startsWith('crows-pairs-'));
 }
 
 /** The benchmarks (or halves: `crows-pairs@even`) whose items a recipe's corpora contain. */
@@ -326,8 +334,14 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
   const corpora = testbedCorpora(words);
   const skewFile = path.join(work, 'skew.txt');
   const debiasFile = path.join(work, 'debias.txt');
-  const skewText = (r.skew?.text === 'stereoset-stereotype' ? stereosetSentences('stereotype') : r.skew?.text === 'crows-pairs-even-more' ? crowsEvenSentences('more') : corpora.skew).join('\n') + '\n';
-  const debiasText = (r.debias.text === 'anti' ? corpora.anti : r.debias.text === 'stereoset-anti' ? stereosetAnti() : r.debias.text === 'crows-pairs-even-less' ? crowsEvenSentences('less') : corpora.counterfactual).join('\n') + '\n';
+  const text = (name: CorpusName): string => {
+    const lines = name === 'templates' ? corpora.skew : name === 'anti' ? corpora.anti : name === 'counterfactual' ? corpora.counterfactual
+      : name === 'stereoset-stereotype' ? stereosetSentences('stereotype') : name === 'stereoset-anti' ? stereosetAnti()
+      : crowsEvenSentences(name === 'crows-pairs-even-more' ? 'more' : 'less');
+    return lines.join('\n') + '\n';
+  };
+  const skewText = text(r.skew?.text ?? 'templates');
+  const debiasText = text(r.debias.text);
   writeAtomic(skewFile, skewText);
   writeAtomic(debiasFile, debiasText);
   const base = baseDir(r);
@@ -392,7 +406,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     recipe: { name: r.name, base: r.base, words: r.words, seed: r.seed, skew: r.skew, debias: r.debias, file: path.basename(r.file) },
     base: path.basename(base),
     corpora: {
-      skew: { lines: corpora.skew.length, sha256: sha256Text(skewText) },
+      skew: { lines: skewText.split('\n').length - 1, sha256: sha256Text(skewText) },
       debias: { lines: debiasText.split('\n').length - 1, sha256: sha256Text(debiasText), text: r.debias.text },
     },
     benchmarksSeen: benchmarksSeenBy(r),
