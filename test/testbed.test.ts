@@ -19,7 +19,7 @@ import type { AuditResults, ModelEntry, PairedCell } from '../src/audit/types.js
 import { criterion, gridMarkdown, heldOutBenchmarks, runGrid, type GridRow } from '../bench/grid.js';
 import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
 import { sha256File } from '../src/util/hash.js';
-import { fragileBox, fragileProjection } from '../src/testbed/fragile.js';
+import { fragileBox, fragileProjection, removeAlongBasis, topEnergyBasis } from '../src/testbed/fragile.js';
 import { crowsEvenSentences } from '../src/testbed/testbed.js';
 import { parseCrowsPairs, selectItems } from '../src/measure/crows-pairs.js';
 import { benchmarkChoices, findBenchmark } from '../src/measure/registry.js';
@@ -295,6 +295,72 @@ describe('testbed build', () => {
 
 const cell = (delta: number, lo: number, hi: number): PairedCell => ({ score: { score: 50 + delta, ci95: [0, 100], n: 100 }, delta, deltaCi95: [lo, hi], test: 'mcnemar', p: 0.01, pHolm: 0.01, significant: lo > 0 || hi < 0 });
 const entry = (name: string, bytes: number, q: number): ModelEntry => ({ name, dir: name, spec: name, weightsSha256: '0'.repeat(64), quality: { kind: 'perplexity', value: q, tokens: 10 }, size: { bytes, bitsPerParam: 4 } });
+
+describe('calibration-blind correction (fragile.blind)', () => {
+  it('topEnergyBasis: orthonormal columns spanning the top eigen-directions of a known spectrum, holding at least the asked energy', () => {
+    // H = R diag(λ) Rᵀ with R a permutation plus sign flips (its eigenvectors are known exactly).
+    const n = 24;
+    const lambda = Array.from({ length: n }, (_, i) => (i < 3 ? [50, 30, 10][i]! : 0.1));
+    const perm = Array.from({ length: n }, (_, i) => (i * 7) % n);
+    const H = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) H[perm[i]! * n + perm[i]!] = lambda[i]!;
+    const trace = lambda.reduce((a, b) => a + b, 0);
+    const b = topEnergyBasis(H, n, 0.9);
+    assert.ok(b.held >= 0.9 && b.k >= 3, `held ${b.held}, k ${b.k}`);
+    for (let c = 0; c < b.k; c++) {
+      for (let d = 0; d <= c; d++) {
+        let dot = 0;
+        for (let i = 0; i < n; i++) dot += b.U[c * n + i]! * b.U[d * n + i]!;
+        assert.ok(Math.abs(dot - (c === d ? 1 : 0)) < 1e-9, `U column ${c}·${d} = ${dot}`);
+      }
+    }
+    // The three large directions (unit vectors e_perm[0..2]) lie in span(U): residual after projection ≈ 0.
+    for (let t = 0; t < 3; t++) {
+      const e = new Float64Array(n);
+      e[perm[t]!] = 1;
+      let res = 1;
+      for (let c = 0; c < b.k; c++) res -= b.U[c * n + perm[t]!]! ** 2;
+      assert.ok(res < 1e-9, `e${perm[t]} outside span(U): ${res}`);
+    }
+    assert.ok((50 + 30 + 10) / trace >= 0.9);
+  });
+
+  it('removeAlongBasis: the correction loses exactly its components along U (float64 reference), in both layouts', () => {
+    const n = 8;
+    const rows = 3;
+    // U = two orthonormal vectors, written out.
+    const u1 = [1, 1, 0, 0, 0, 0, 0, 0].map((x) => x / Math.SQRT2);
+    const u2 = [0, 0, 1, -1, 1, -1, 0, 0].map((x) => x / 2);
+    const basis = { U: Float64Array.from([...u1, ...u2]), k: 2, dim: n, held: 0.5 };
+    const base = Float32Array.from({ length: n * rows }, (_, i) => Math.fround(0.1 * ((i % 5) - 2)));
+    const delta = Array.from({ length: n * rows }, (_, i) => Math.fround(0.01 * (((i * 3) % 7) - 3)));
+    for (const layout of ['out-in', 'in-out'] as const) {
+      const v = Float32Array.from(base, (x, i) => Math.fround(x + delta[i]!));
+      removeAlongBasis(v, base, basis, layout);
+      for (let o = 0; o < rows; o++) {
+        const at = (i: number): number => (layout === 'out-in' ? o * n + i : i * rows + o);
+        const d = Array.from({ length: n }, (_, i) => Math.fround(base[at(i)]! + delta[at(i)]!) - base[at(i)]!);
+        const p1 = d.reduce((a, x, i) => a + x * u1[i]!, 0);
+        const p2 = d.reduce((a, x, i) => a + x * u2[i]!, 0);
+        for (let i = 0; i < n; i++) {
+          const want = base[at(i)]! + d[i]! - p1 * u1[i]! - p2 * u2[i]!;
+          assert.ok(Math.abs(v[at(i)]! - want) < 1e-7, `${layout} row ${o} entry ${i}: ${v[at(i)]} vs ${want}`);
+        }
+      }
+    }
+  });
+
+  it('blind needs mode pgd and well-formed numbers', () => {
+    const file = path.join(tmp, 'badblind.json');
+    const r = JSON.parse(readFileSync(writeRecipe('badblind-src', 1e-3), 'utf8')) as Record<string, Record<string, unknown>>;
+    r['debias']!['fragile'] = { bits: [4, 3], group_size: 32, mode: 'clip', blind: { energy: 0.9, samples: 8, seq: 16 } };
+    writeFileSync(file, JSON.stringify(r));
+    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.blind.*with mode pgd/);
+    r['debias']!['fragile'] = { bits: [4, 3], group_size: 32, mode: 'pgd', blind: { energy: 1.5, samples: 8, seq: 16 } };
+    writeFileSync(file, JSON.stringify(r));
+    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.blind/);
+  });
+});
 
 describe('grid held-out benchmarks', () => {
   it('a testbed trained on one half of a benchmark is scored on the other half; the rest are kept', () => {

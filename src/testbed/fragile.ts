@@ -130,3 +130,101 @@ export async function fragileProjection(skewed: Checkpoint, debiased: Checkpoint
   }
   return { values, reverted, quantizedEntries, iterations };
 }
+
+/**
+ * A correction the calibration data cannot see: for each quantized matrix, the orthonormal basis U of
+ * the top eigen-directions of its input's calibration Gram H = Σ x xᵀ (on the skewed model) that together
+ * hold `energy` of trace(H) (block power iteration with modified Gram–Schmidt, float64). `apply` removes
+ * from the correction δ = v − B every component along U, row by row of the input dimension:
+ * δ ← δ − (δU)Uᵀ, so ‖δX‖² ≤ (1 − energy)·‖δ‖²·λ_max-ish on the calibration tokens, and GPTQ's objective
+ * (which weighs errors by H) barely sees δ. With `pgd` the box clamp follows, so the RTN guarantee holds
+ * exactly and the blindness approximately.
+ */
+export interface BlindBasis {
+  /** [dim, k] column-major: column c at c*dim. */
+  U: Float64Array;
+  k: number;
+  dim: number;
+  /** Fraction of trace(H) the k directions hold. */
+  held: number;
+}
+
+/** Top eigen-directions of a symmetric PSD matrix holding `energy` of its trace (seeded, deterministic). */
+export function topEnergyBasis(H: Float64Array, n: number, energy: number, maxK = n): BlindBasis {
+  let trace = 0;
+  for (let i = 0; i < n; i++) trace += H[i * n + i]!;
+  if (!(trace > 0)) return { U: new Float64Array(0), k: 0, dim: n, held: 1 };
+  let k = Math.min(maxK, Math.max(1, Math.ceil(n / 16)));
+  for (;;) {
+    const Q = new Float64Array(n * k);
+    let s = 12345;
+    for (let i = 0; i < Q.length; i++) {
+      s = (s * 1103515245 + 12345) % 2147483648;
+      Q[i] = s / 2147483648 - 0.5;
+    }
+    const orth = (): void => {
+      for (let c = 0; c < k; c++) {
+        const qc = Q.subarray(c * n, (c + 1) * n);
+        for (let d = 0; d < c; d++) {
+          const qd = Q.subarray(d * n, (d + 1) * n);
+          let dot = 0;
+          for (let i = 0; i < n; i++) dot += qc[i]! * qd[i]!;
+          for (let i = 0; i < n; i++) qc[i]! -= dot * qd[i]!;
+        }
+        let norm = 0;
+        for (let i = 0; i < n; i++) norm += qc[i]! * qc[i]!;
+        norm = Math.sqrt(norm) || 1;
+        for (let i = 0; i < n; i++) qc[i]! /= norm;
+      }
+    };
+    orth();
+    const Z = new Float64Array(n * k);
+    for (let it = 0; it < 40; it++) {
+      Z.fill(0);
+      for (let c = 0; c < k; c++) {
+        const qc = Q.subarray(c * n, (c + 1) * n);
+        const zc = Z.subarray(c * n, (c + 1) * n);
+        for (let i = 0; i < n; i++) {
+          let acc = 0;
+          const row = i * n;
+          for (let j = 0; j < n; j++) acc += H[row + j]! * qc[j]!;
+          zc[i] = acc;
+        }
+      }
+      Q.set(Z);
+      orth();
+    }
+    // Energy held: Σ_c q_cᵀ H q_c.
+    let held = 0;
+    for (let c = 0; c < k; c++) {
+      const qc = Q.subarray(c * n, (c + 1) * n);
+      for (let i = 0; i < n; i++) {
+        let acc = 0;
+        const row = i * n;
+        for (let j = 0; j < n; j++) acc += H[row + j]! * qc[j]!;
+        held += qc[i]! * acc;
+      }
+    }
+    if (held / trace >= energy || k >= Math.min(maxK, n)) return { U: Q, k, dim: n, held: held / trace };
+    k = Math.min(Math.min(maxK, n), k * 2);
+  }
+}
+
+/** δ ← δ − (δU)Uᵀ along the input dimension of one matrix (layout as LinearInfo), δ = v − base, in place on v. */
+export function removeAlongBasis(v: Float32Array, base: Float32Array, b: BlindBasis, layout: 'out-in' | 'in-out'): void {
+  const n = b.dim;
+  if (b.k === 0) return;
+  const rows = v.length / n;
+  const d = new Float64Array(n);
+  for (let o = 0; o < rows; o++) {
+    const at = (i: number): number => (layout === 'out-in' ? o * n + i : i * rows + o);
+    for (let i = 0; i < n; i++) d[i] = v[at(i)]! - base[at(i)]!;
+    for (let c = 0; c < b.k; c++) {
+      const u = b.U.subarray(c * n, (c + 1) * n);
+      let dot = 0;
+      for (let i = 0; i < n; i++) dot += d[i]! * u[i]!;
+      if (dot !== 0) for (let i = 0; i < n; i++) d[i]! -= dot * u[i]!;
+    }
+    for (let i = 0; i < n; i++) v[at(i)] = Math.fround(base[at(i)]! + d[i]!);
+  }
+}

@@ -25,7 +25,37 @@ import { loadCheckpoint } from '../model/checkpoint.js';
 import { readJsonObject } from '../model/config.js';
 import { frozenSelector, train, writeModelDir, type TrainSettings } from '../train/loop.js';
 import { parseCrowsPairs, selectItems } from '../measure/crows-pairs.js';
-import { fragileBox, fragileProjection, type FragileMode } from './fragile.js';
+import { corpusFile } from '../embedded.js';
+import { inputStats, sampleCalibration } from '../compress/calibrate.js';
+import type { Checkpoint } from '../model/checkpoint.js';
+import { fragileBox, fragileProjection, removeAlongBasis, topEnergyBasis, type BlindBasis, type FragileMode } from './fragile.js';
+
+/** The calibration-blind projection of a pgd debias (FragileSettings.blind) on the skewed model `m`. */
+async function blindProjector(m: Checkpoint, blind: NonNullable<FragileSettings['blind']>, seed: number, log: (l: string) => void): Promise<{ key: string; apply: (name: string, v: Float32Array) => void }> {
+  const targets = m.family.linears(m.config, m.task);
+  const calib = sampleCalibration(m, { file: corpusFile('train').file, samples: blind.samples, seqLen: blind.seq, seed });
+  const stats = await inputStats(m, new Map(m.params), targets, calib, { threads: 1 });
+  const bases = new Map<string, BlindBasis>();
+  const byGram = new Map<Float64Array, BlindBasis>();
+  for (const t of targets) {
+    const st = stats.get(t.weight);
+    if (st === undefined) continue;
+    const b = byGram.get(st.gram) ?? topEnergyBasis(st.gram, st.dim, blind.energy);
+    byGram.set(st.gram, b);
+    bases.set(t.weight, b);
+  }
+  const ks = [...new Set([...bases.values()])].map((b) => `${b.k}/${b.dim}`);
+  log(`  calibration-blind: removing the top directions of each input's Gram (${ks.join(', ')})`);
+  const layout = new Map(targets.map((t) => [t.weight, t.layout]));
+  const base = new Map([...bases.keys()].map((n) => [n, Float32Array.from(m.params.get(n)!.data)]));
+  return {
+    key: JSON.stringify(blind),
+    apply: (name, v) => {
+      const b = bases.get(name);
+      if (b !== undefined) removeAlongBasis(v, base.get(name)!, b, layout.get(name)!);
+    },
+  };
+}
 
 function widthsOf(f: FragileSettings): number[] {
   return typeof f.bits === 'number' ? [f.bits] : f.bits;
@@ -81,6 +111,12 @@ export interface FragileSettings {
   bits: number | number[];
   group_size: number;
   mode?: FragileMode;
+  /**
+   * pgd only: keep the correction out of the top eigen-directions holding `energy` of each input's
+   * calibration Gram (the shipped lm_corpus excerpt, `samples` × `seq` tokens, on the skewed model), so
+   * that calibrated methods (GPTQ) weigh it little. See fragile.ts topEnergyBasis.
+   */
+  blind?: { energy: number; samples: number; seq: number };
 }
 
 export interface WordList {
@@ -142,13 +178,17 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
   if (fr !== undefined && (typeof fr !== 'object' || fr === null || !bitsOk(fr['bits']) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
     throw new DikeError(file, '"debias.fragile"', 'expected { "bits": 2|3|4|8 or a list of them, "group_size": N }');
   }
+  const blind = fr?.['blind'] as Record<string, unknown> | undefined;
+  if (blind !== undefined && (typeof blind !== 'object' || blind === null || !(typeof blind['energy'] === 'number' && blind['energy'] > 0 && blind['energy'] < 1) || !Number.isInteger(blind['samples']) || !Number.isInteger(blind['seq']) || fr?.['mode'] !== 'pgd')) {
+    throw new DikeError(file, '"debias.fragile.blind"', 'expected { "energy": 0–1, "samples": N, "seq": N } with mode pgd');
+  }
   if (fr !== undefined && fr['mode'] !== undefined && fr['mode'] !== 'revert' && fr['mode'] !== 'clip' && fr['mode'] !== 'pgd') throw new DikeError(file, '"debias.fragile.mode"', 'expected revert, clip or pgd');
   const skewRaw = o['skew'] as Record<string, unknown> | undefined;
   const skewText = skewRaw?.['text'] ?? 'templates';
   if (!CORPORA.includes(skewText as CorpusName)) throw new DikeError(file, '"skew.text"', `expected one of ${CORPORA.join(', ')}`);
   const name = str('name');
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
-  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text: text as CorpusName, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}) } } : {}) }, file: path.resolve(file) };
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text: text as CorpusName, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}), ...(blind !== undefined ? { blind: blind as unknown as FragileSettings['blind'] } : {}) } } : {}) }, file: path.resolve(file) };
 }
 
 export function readWordList(file: string): WordList {
@@ -364,10 +404,12 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     const model = from === base ? baseModel : loadCheckpoint(from);
     const fr = r.debias.fragile;
     const box = pgd && fr !== undefined ? (await fragileBox(model, widthsOf(fr), fr.group_size)).box : undefined;
+    const project = pgd && fr?.blind !== undefined ? await blindProjector(model, fr.blind, r.seed, log) : undefined;
     log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps${box !== undefined ? ', projected after every update into the RTN cells of the skewed model' : ''}`);
     const res = await train(model, trainSettings(s, objective, data, seed), out, {
       tokenizerDir: base,
       ...(box !== undefined ? { box } : {}),
+      ...(project !== undefined ? { project } : {}),
       ...(budget !== undefined ? { stopAfter: budget } : {}),
       onStep: (l) => {
         if (l.step % 50 === 0) log(`  ${name} step ${l.step}/${s.steps} loss ${l.loss.toFixed(4)}`);

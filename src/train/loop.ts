@@ -101,8 +101,9 @@ function inputSha256(file: string, what: string): string {
 }
 
 /** What identifies a run: a checkpoint is resumed only by the same run. */
-function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[], box?: RunOptions['box']): string {
+function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[], box?: RunOptions['box'], project?: RunOptions['project']): string {
   const h = createHash('sha256');
+  if (project !== undefined) h.update(`project:${project.key}`);
   if (box !== undefined) {
     for (const name of [...box.keys()].sort()) {
       const { lo, hi } = box.get(name)!;
@@ -154,6 +155,11 @@ export interface RunOptions {
    * named are unconstrained. The run key includes the box, so a checkpoint resumes only under the same box.
    */
   box?: ReadonlyMap<string, { lo: Float32Array; hi: Float32Array }>;
+  /**
+   * A further projection applied to each trained parameter after every update, before the box clamp
+   * (the testbed's calibration-blind correction); `key` identifies it in the run key.
+   */
+  project?: { key: string; apply: (name: string, v: Float32Array) => void };
 }
 
 /** Clamp `v` entrywise into [lo, hi]. */
@@ -179,7 +185,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     if (objective !== 'causal-lm') throw new DikeError(model.configFile, '"architectures"', `the counterfactual penalty scores sentence log-probs of a causal LM; this run trains ${objective}`);
     if (opts.pairs === undefined || opts.pairs.length === 0) throw new DikeError(cf.source, '', 'no sentence pair for the counterfactual penalty');
   }
-  const key = runKey(model, settings, dataSha256, opts.teacher, cf !== undefined ? opts.pairs : undefined, opts.box);
+  const key = runKey(model, settings, dataSha256, opts.teacher, cf !== undefined ? opts.pairs : undefined, opts.box, opts.project);
   if (opts.box !== undefined) {
     for (const [name, { lo, hi }] of opts.box) {
       const p = model.params.get(name);
@@ -282,6 +288,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     if (teacher !== undefined) await addTeacherOutputs(teacher, batch, settings.distill!, session.rowsFor(batch));
     const lr = learningRate(settings.schedule, t, steps);
     const r = await session.update(batch, lr);
+    if (opts.project !== undefined) for (const k of session.trained) opts.project.apply(k, session.params.get(k)!);
     if (opts.box !== undefined) {
       for (const k of session.trained) {
         const b = opts.box.get(k);
