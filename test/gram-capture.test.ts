@@ -12,6 +12,10 @@ import path from 'node:path';
 import { DATA, loadModelCached as load } from './fixtures.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
 import { calibrationFromSequences, inputStats, sampleCalibration, type InputStats } from '../src/compress/calibrate.js';
+import ort from 'onnxruntime-node';
+import { keepOutputs, withLinearInputGrams } from '../src/model/graph/capture.js';
+import { graphToOnnx } from '../src/model/graph/to-onnx.js';
+import { buildBodyGraph, ortSessionOptions, padBatch } from '../src/runtime/session.js';
 
 const CORPUS = path.join(DATA, 'lm_corpus', 'train.txt');
 
@@ -73,5 +77,42 @@ describe('Gram capture by upper blocks equals the full XᵀX bit for bit', () =>
     const full = await inputStats(ckpt, ckpt.params, targets, calib, { threads: 2, pairs: true, gramBlock: Infinity });
     const blocked = await inputStats(ckpt, ckpt.params, targets, calib, { threads: 2, pairs: true, gramBlock: 128 });
     assertSame(full, blocked, true);
+  });
+});
+
+describe('keepOutputs: a pass builds only what its fetches need', () => {
+  it('the Grams of block 1 of small-bert-mlm, from the pruned graph, equal the full graph bit for bit', async () => {
+    const ckpt = load('small-bert-mlm');
+    const targets = (ckpt.family.linears(ckpt.config, ckpt.task) as LinearInfo[]).filter((t) => t.layer === 1);
+    const first = targets.filter((t) => t.seqGroup === Math.min(...targets.map((u) => u.seqGroup)));
+    const calib = sampleCalibration(ckpt, { file: CORPUS, samples: 6, seqLen: 24, seed: 1 });
+    const batch = padBatch(calib.sequences.map((s, i) => s.slice(0, 24 - i)), 0);
+    const feeds = {
+      input_ids: new ort.Tensor('int64', batch.inputIds, [batch.batch, batch.seq]),
+      attention_mask: new ort.Tensor('int64', batch.attentionMask, [batch.batch, batch.seq]),
+    };
+    for (const group of [first, targets]) {
+      const cap = withLinearInputGrams(buildBodyGraph(ckpt), group.map((t) => t.weight), 'attention_mask', undefined, { block: 128 });
+      const fetches = [...new Set(cap.grams.values())].flatMap((g) => g.blocks.map((b) => b.name));
+      const pruned = keepOutputs(cap.graph, fetches);
+      assert.deepEqual(pruned.outputs.map((o) => o.name).sort(), [...fetches].sort());
+      assert.ok(pruned.nodes.length < cap.graph.nodes.length, 'nodes after the last Gram are dropped');
+      assert.ok(!pruned.initializers.has('bert.encoder.layer.2.output.dense.weight'), 'later blocks\' weights are dropped');
+      const run = async (g: typeof pruned): Promise<Record<string, ort.Tensor>> => {
+        const s = await ort.InferenceSession.create(graphToOnnx(g), ortSessionOptions(1));
+        try {
+          return await s.run(feeds, fetches);
+        } finally {
+          await s.release();
+        }
+      };
+      const [a, b] = [await run(cap.graph), await run(pruned)];
+      for (const f of fetches) {
+        const x = a[f]!.data as Float32Array;
+        const y = b[f]!.data as Float32Array;
+        assert.equal(y.length, x.length, f);
+        assert.ok(x.every((v, i) => Object.is(v, y[i])), `${f}: same numbers`);
+      }
+    }
   });
 });

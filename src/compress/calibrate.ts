@@ -22,7 +22,7 @@ import type { BlockRange } from '../model/arch/types.js';
 import { DikeError } from '../errors.js';
 import type { LinearInfo } from '../model/arch/types.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
-import { addGramBlocks, mirrorLower, withLinearInputGrams, type GramOutput } from '../model/graph/capture.js';
+import { addGramBlocks, keepOutputs, mirrorLower, withLinearInputGrams, type GramOutput } from '../model/graph/capture.js';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import { Rng } from '../util/rng.js';
 import { sha256Bytes } from '../util/hash.js';
@@ -239,11 +239,12 @@ async function bodyPass(
     dims: dimOf,
     ...(opts.gramBlock !== undefined ? { block: opts.gramBlock } : {}),
   });
-  const session = await ort.InferenceSession.create(graphToOnnx(capture.graph), ortSessionOptions(opts.threads));
   const outName = `hidden.${range?.to ?? m.shape.numLayers}`;
   const sum = new StatsSum(capture.grams, capture.pairGrams);
   const fetches = sum.fetches();
   if (wantHidden) fetches.push(outName);
+  // Only what the fetches need is built and run (a group's pass stops at the group's input).
+  const session = await ort.InferenceSession.create(graphToOnnx(keepOutputs(capture.graph, fetches)), ortSessionOptions(opts.threads));
   const hidden: Float32Array[] = [];
   const H = m.shape.hiddenSize;
   try {

@@ -191,3 +191,29 @@ export function withLinearInputGrams(
   if (missing.length > 0) throw new Error(`capture: no linear node of graph "${g.name}" reads ${missing.join(', ')}`);
   return { graph: { ...g, nodes, outputs, initializers }, grams, pairGrams };
 }
+
+/**
+ * The graph cut down to what its outputs `keep` need: the other outputs, the nodes that only they
+ * need, and the initializers no remaining node reads are dropped; inputs stay (a sequential
+ * calibration pass that wants the Grams of a block's first group then runs no more of the block
+ * than that group's input). The nodes kept compute what they computed before.
+ */
+export function keepOutputs(g: Graph, keep: readonly string[]): Graph {
+  const wanted = new Set(keep);
+  const needed = new Set(keep);
+  const nodes: Node[] = [];
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const n = g.nodes[i]!;
+    if (!n.outputs.some((o) => needed.has(o))) continue;
+    nodes.push(n);
+    for (const x of n.inputs) if (x !== '') needed.add(x);
+  }
+  nodes.reverse();
+  const initializers = new Map([...g.initializers].filter(([name]) => needed.has(name)));
+  return {
+    ...g,
+    nodes,
+    initializers,
+    outputs: g.outputs.filter((v) => wanted.has(v.name)),
+  };
+}
