@@ -42,7 +42,7 @@ const WORKLOADS = ['calibration', 'gptq', 'train-step', 'forward', 'pll'] as con
 type Workload = (typeof WORKLOADS)[number];
 const DESCRIBE: Record<Workload, string> = {
   calibration: 'calibration, Gram capture of the 72 maps of BERT-base-size, 32 × 128 tokens (one-shot)',
-  gptq: 'GPTQ 4-bit g128 of the 6 maps of layer 0 of BERT-base-size (float64)',
+  gptq: 'GPTQ 4-bit g128 of the 6 maps of layer 0 of BERT-base-size (float64; H⁻¹ made for each map)',
   'train-step': 'training step, small-bert-mlm from scratch, batch 32 × 64, 4 AdamW steps',
   forward: 'forward with the head at every real position, small-bert-mlm, 128 corpus lines (≤ 64 tokens), B = 8',
   pll: 'pseudo-log-likelihood, small-bert-mlm, 128 corpus lines (≤ 64 tokens), 8 per call',
