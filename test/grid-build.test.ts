@@ -12,6 +12,8 @@ import { EVERY_OTHER, ROWS, runGrid, selectRows, type GridRow } from '../bench/g
 import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
 import { readSafetensors } from '../src/model/safetensors.js';
 import { modelDir } from './fixtures.js';
+import { modelSize } from '../src/audit/size.js';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'dike-grid-build-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -63,6 +65,10 @@ describe('grid build rows', () => {
     // the zeros of the compressed model are still zeros after the fine-tune (about half of each matrix)
     const z = zeroFraction(path.join(built, 'model.safetensors'), 'transformer.h.0.mlp.c_fc.weight');
     assert.ok(z >= 0.5 && z < 0.51, `zero fraction ${z}`);
+    // … and compression.json says so, so the audit sizes it as the pruned model it started from
+    const cj = JSON.parse(readFileSync(path.join(built, 'compression.json'), 'utf8')) as { steps: { matrices: { weight: string; sparsity: number }[] }[] };
+    assert.equal(cj.steps[0]!.matrices.find((m) => m.weight === 'transformer.h.0.mlp.c_fc.weight')!.sparsity, z);
+    assert.deepEqual(modelSize(loadCheckpoint(built)), modelSize(loadCheckpoint(built + '.compressed')));
     const cell = g!.cells.find((c) => c.row.name === 'mag + repair')!;
     assert.equal(cell.variant, 'mag_repair');
     assert.ok(g!.results.benchmarks[0]!.variants.some((v) => v.variant === 'mag_repair'));
