@@ -14,6 +14,7 @@ import { readSafetensors } from '../src/model/safetensors.js';
 import { modelDir } from './fixtures.js';
 import { modelSize } from '../src/audit/size.js';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
+import { dataSeen, overlapWarnings } from '../src/audit/audit.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'dike-grid-build-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -69,6 +70,13 @@ describe('grid build rows', () => {
     const cj = JSON.parse(readFileSync(path.join(built, 'compression.json'), 'utf8')) as { steps: { matrices: { weight: string; sparsity: number }[] }[] };
     assert.equal(cj.steps[0]!.matrices.find((m) => m.weight === 'transformer.h.0.mlp.c_fc.weight')!.sparsity, z);
     assert.deepEqual(modelSize(loadCheckpoint(built)), modelSize(loadCheckpoint(built + '.compressed')));
+    // the audit knows the repaired model saw StereoSet pairs: a StereoSet audit would warn, a CrowS-Pairs one does not
+    const saw = dataSeen(undefined, built, embeddedDataDir())!;
+    assert.equal(saw.pairs?.length, 1);
+    assert.equal(saw.pairs![0]!.source, 'stereoset');
+    assert.equal(saw.pairs![0]!.method, 'train --cf-pairs');
+    const w = overlapWarnings([{ name: 'mag_repair', saw }], [{ name: 'stereoset', folder: 'stereoset' }, { name: 'crows-pairs', folder: 'crows-pairs' }], embeddedDataDir());
+    assert.deepEqual(w, ['warning: mag_repair was debiased (step 1, train --cf-pairs) with pairs from stereoset (pairs=stereoset), which this audit scores: its Δ on stereoset is not held out']);
     const cell = g!.cells.find((c) => c.row.name === 'mag + repair')!;
     assert.equal(cell.variant, 'mag_repair');
     assert.ok(g!.results.benchmarks[0]!.variants.some((v) => v.variant === 'mag_repair'));
