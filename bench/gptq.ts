@@ -15,6 +15,11 @@
  * sides invert the Hessian once per distinct input (q, k and v share theirs), and time that
  * ("H⁻¹") apart from the column loop of each matrix. The PyTorch side writes its quantized weights
  * back; the report compares the two sides' reconstruction errors and counts identical weights.
+ *
+ * Calibration is timed against PyTorch too (bench/torch_calib.py: the same batches, forward hooks
+ * accumulating XᵀX per distinct input), with a checksum of every Gram matrix on both sides; and,
+ * unless --no-sequential, Dikē's sequential walk (GPTQ's true_sequential: block by block, group by
+ * group) is timed with a visit that compresses nothing, against the one-shot pass.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -24,7 +29,7 @@ import * as readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
 import type { LinearInfo } from '../src/model/arch/types.js';
-import { inputStats, sampleCalibration } from '../src/compress/calibrate.js';
+import { inputStats, sampleCalibration, walkCalibration } from '../src/compress/calibrate.js';
 import { Gemm } from '../src/compress/gemm.js';
 import { gptqMatrix, prepareHessian } from '../src/compress/methods/gptq.js';
 import type { InputStats, QuantState } from '../src/compress/types.js';
@@ -58,6 +63,45 @@ interface PrepTiming {
   torch: number;
   dikeCpu: number;
   torchCpu: number;
+}
+
+interface TorchCalibration {
+  seconds: number;
+  cpu: number;
+  tokens: number;
+  peak_rss_mib: number;
+  checksums: Record<string, [number, number]>;
+}
+
+/** bench/torch_calib.py on the calibration batches Dikē runs (rows of `rows` sequences). */
+function torchCalibration(python: string, threads: number, env: NodeJS.ProcessEnv, sequences: number[][], rows: number, layers: number): Promise<TorchCalibration> {
+  const file = path.join(OUT, 'calibration-batches.json');
+  const batches: number[][][] = [];
+  for (let i = 0; i < sequences.length; i += rows) batches.push(sequences.slice(i, i + rows));
+  fs.writeFileSync(file, JSON.stringify({ batches, padId: 0 }));
+  const script = path.join(ROOT, 'bench', 'torch_calib.py');
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, [script, BASE, file, '--threads', String(threads), '--layers', String(layers)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      fs.rmSync(file, { force: true });
+      if (code !== 0) reject(new Error(`${python} ${script} exited with ${code}`));
+      else resolve(JSON.parse(out.trim().split('\n').pop()!) as TorchCalibration);
+    });
+  });
+}
+
+/** Float64 sum and absolute sum of a Gram matrix (the checksum both calibration sides report). */
+function gramChecksum(g: Float64Array): [number, number] {
+  let s = 0;
+  let a = 0;
+  for (let i = 0; i < g.length; i++) {
+    s += g[i]!;
+    a += Math.abs(g[i]!);
+  }
+  return [s, a];
 }
 
 interface TorchAnswer {
@@ -159,6 +203,7 @@ async function main(): Promise<void> {
       'openblas-coretype': { type: 'string' },
       'no-write': { type: 'boolean', default: false },
       'torch-dtype': { type: 'string', default: 'float32' },
+      'no-sequential': { type: 'boolean', default: false },
     },
   });
   const threads = values.threads !== undefined ? Number(values.threads) : os.availableParallelism();
@@ -174,14 +219,32 @@ async function main(): Promise<void> {
 
   // Calibration: the Gram matrices of every target's input, with Dikē's ORT capture.
   const calib = sampleCalibration(ckpt, { file: CORPUS, samples, seqLen, seed: 0 });
-  const tCal = performance.now();
-  const stats = await inputStats(ckpt, ckpt.params, targets, calib, { threads });
-  const calibration = seconds(tCal);
-  const tokens = stats.get(targets[0]!.weight)!.tokens;
-  console.log(`calibration: ${tokens} tokens, ${targets.length} matrices, ${f(calibration, 1)} s`);
-
   const { cpu, flags } = cpuInfo();
   const core = openblasCoreType(flags, values['openblas-coretype']);
+  const tCal = performance.now();
+  const cCal = process.cpuUsage();
+  const stats = await inputStats(ckpt, ckpt.params, targets, calib, { threads });
+  const calibration = seconds(tCal);
+  const calibrationCpu = cpuSeconds(cCal);
+  const tokens = stats.get(targets[0]!.weight)!.tokens;
+  console.log(`calibration: ${tokens} tokens, ${targets.length} matrices, ${f(calibration, 1)} s`);
+  const torchCal = await torchCalibration(values.python!, threads, torchEnv(threads, core.value), calib.sequences, calib.batching.rows, numLayers);
+  console.log(`PyTorch calibration: ${torchCal.tokens} tokens, ${f(torchCal.seconds, 1)} s`);
+  // Checksums of every Gram matrix: Dikē's float32 products summed in float64 against PyTorch's.
+  const calRel = targets.map((t) => {
+    const d = gramChecksum(stats.get(t.weight)!.gram);
+    const p = torchCal.checksums[t.weight];
+    if (p === undefined) throw new Error(`PyTorch calibration has no Gram for ${t.weight}`);
+    return Math.abs(d[0] - p[0]) / p[1];
+  });
+  let sequential: { wall: number; cpu: number } | undefined;
+  if (!values['no-sequential']) {
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    await walkCalibration(ckpt, ckpt.params, targets, calib, { mode: 'sequential', granularity: 'group', threads }, async () => {});
+    sequential = { wall: seconds(t0), cpu: cpuSeconds(c0) };
+    console.log(`sequential calibration (group by group, nothing compressed): ${f(sequential.wall, 1)} s`);
+  }
   const torch = await TorchGptq.start(values.python!, threads, torchEnv(threads, core.value));
   const gemm = new Gemm(threads);
   const mats: MatrixTiming[] = [];
@@ -279,6 +342,11 @@ async function main(): Promise<void> {
     seqLen,
     tokens,
     calibration,
+    calibrationCpu,
+    torchCal,
+    calRel,
+    sequential,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
     numLayers,
     mats,
     preps,
@@ -299,6 +367,11 @@ interface Report {
   seqLen: number;
   tokens: number;
   calibration: number;
+  calibrationCpu: number;
+  torchCal: TorchCalibration;
+  calRel: number[];
+  sequential: { wall: number; cpu: number } | undefined;
+  peakRssMiB: number;
   numLayers: number;
   mats: MatrixTiming[];
   preps: PrepTiming[];
@@ -344,9 +417,15 @@ function render(r: Report): string {
     `- Workload: 4-bit, group size 128, symmetric, dampening 0.01, block 128, on all ${r.mats.length} linear maps of ${r.numLayers} layers of the BERT-base-size random model (\`bench/out/bert-base-random\`). Hessians from Dikē's calibration of that model on ${r.samples} × ${r.seqLen} tokens of lm_corpus/train.txt (${r.tokens} tokens); each layer's Gram matrices (float64) and weights are written to one file that both sides read. Both sides invert each distinct input's H once (q, k, v share theirs). Per layer, the side that goes first alternates.`,
     '- Wall seconds, and process CPU seconds (all threads; less sensitive to other load on a shared machine).',
     '',
-    `**Calibration** (Dikē, ORT forward with Gram capture, not part of either side below): ${f(r.calibration, 1)} s.`,
+    `**Calibration** (not part of the GPTQ table below), one-shot, ${r.tokens} tokens in batches of 16: Dikē (ORT forward with the Gram capture of src/model/graph/capture.ts: one product per distinct input, upper blocks only) ${f(r.calibration, 1)} s wall, ${f(r.calibrationCpu, 1)} s CPU; PyTorch (bench/torch_calib.py: forward hooks, XᵀX once per distinct input) ${f(r.torchCal.seconds, 1)} s wall, ${f(r.torchCal.cpu, 1)} s CPU: ratio PyTorch ÷ Dikē **${f(r.torchCal.seconds / r.calibration)}** (CPU ${f(r.torchCal.cpu / r.calibrationCpu)}). Dikē's wall includes building the ONNX session (PyTorch's excludes loading its model). Gram checksums (float64 sum of each of the ${r.calRel.length} matrices, |Δ| ÷ Σ|G|): median ${r.calRel.length ? median(r.calRel).toExponential(1) : '–'}, max ${r.calRel.length ? Math.max(...r.calRel).toExponential(1) : '–'} (float32 products; the sides sum the tokens in different orders).`,
     '',
-    `**GPTQ total**: Dikē ${f(dikeTotal, 1)} s, PyTorch ${f(torchTotal, 1)} s (ratio PyTorch ÷ Dikē **${f(torchTotal / dikeTotal)}**, > 1: Dikē faster). Calibration + Dikē GPTQ: ${f(r.calibration + dikeTotal, 1)} s.`,
+    r.sequential !== undefined
+      ? `**Sequential calibration** (GPTQ's true_sequential: block by block, each group of a block with the earlier groups compressed; timed here with a visit that compresses nothing): ${f(r.sequential.wall, 1)} s wall, ${f(r.sequential.cpu, 1)} s CPU, **${f(r.sequential.wall / r.calibration)}×** one-shot (CPU ${f(r.sequential.cpu / r.calibrationCpu)}×).`
+      : '**Sequential calibration**: not timed (--no-sequential).',
+    '',
+    `**GPTQ total**: Dikē ${f(dikeTotal, 1)} s, PyTorch ${f(torchTotal, 1)} s (ratio PyTorch ÷ Dikē **${f(torchTotal / dikeTotal)}**, > 1: Dikē faster).`,
+    '',
+    `**Whole run** (one-shot calibration + GPTQ of all ${r.mats.length} maps): Dikē ${f(r.calibration + dikeTotal, 1)} s, PyTorch ${f(r.torchCal.seconds + torchTotal, 1)} s (ratio **${f((r.torchCal.seconds + torchTotal) / (r.calibration + dikeTotal))}**). Peak RSS of the Dikē bench process (model, all ${r.mats.length} Gram sums in float64, ORT sessions): ${f(r.peakRssMiB, 0)} MiB; the PyTorch calibration process: ${f(r.torchCal.peak_rss_mib, 0)} MiB.`,
     '',
     `Dikē per matrix (median wall): ${perShape.join('; ')}.`,
     '',

@@ -27,6 +27,9 @@ import { parseFlags, type CommandSpec } from '../src/cli/flags.js';
 import { readTestbedRecord, resolveModelArg } from '../src/testbed/testbed.js';
 import { DikeError } from '../src/errors.js';
 import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { loadCheckpoint } from '../src/model/checkpoint.js';
 
 export interface GridRow {
   /** Row name (unique). */
@@ -38,10 +41,33 @@ export interface GridRow {
   plain?: string;
   /** True when the row does not depend on the bit width (run once per model). */
   bitless?: boolean;
+  /**
+   * A row whose model is trained before the audit (a distilled student, a repaired pruned model): the
+   * grid optionally compresses the dense model with `compress` (a `dike compress` method spec), then runs
+   * `dike <command> <args>` into `<out>/<model>/built/<row>` and audits that directory (`spec` is
+   * unused). A finished directory is reused and a killed run resumes from its checkpoint (resumable).
+   */
+  build?: GridBuild;
+}
+
+export interface GridBuild {
+  command: 'train' | 'distill';
+  /** Arguments after the model (`distill`: after the teacher; `train`: after `--model <dir>`), given the data directory and the dense model's blocks. */
+  args: (dataDir: string, layers: number) => string[];
+  /** Compress the dense model first (`method:key=value,…`), and train that. */
+  compress?: string;
+  /** Only for causal LMs (the counterfactual penalty scores sentence log-probs). */
+  causalOnly?: boolean;
 }
 
 const G = 32;
 const FAIR = (b: number, extra: string): string => `fair-gptq:bits=${b},group_size=${G},pairs=stereoset,pairs_limit=64,${extra}`;
+
+/** DistilBERT's student (Sanh et al. 2019, §3): one block out of two, the first kept. */
+export const EVERY_OTHER = (layers: number): string => Array.from({ length: Math.ceil(layers / 2) }, (_, i) => 2 * i).join(',');
+const KD = (d: string): string[] => ['--data', corpusFile('train', d).file, '--seq', '64', '--batch', '8', '--steps', '300', '--lr', '5e-4', '--warmup', '20'];
+const REPAIR = (d: string): string[] => ['--keep-sparsity', '--data', corpusFile('train', d).file, '--seq', '64', '--batch', '8', '--steps', '100', '--lr', '1e-4', '--warmup', '10'];
+const CF = (d: string, beta: number): string[] => ['--cf-pairs', 'stereoset', '--cf-weight', String(beta), '--pairs-data', d];
 
 /** The grid's rows: plain methods, Fair-GPTQ as published (authors' α and presets), controls, later methods. */
 export const ROWS: GridRow[] = [
@@ -68,6 +94,15 @@ export const ROWS: GridRow[] = [
   { name: 'heads-0.25', kind: 'plain', spec: () => 'heads:fraction=0.25,importance=ablation,global=true', bitless: true },
   { name: 'fair-heads 25% λ=1', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fair-heads:fraction=0.25,lambda=1,global=true,pairs=stereoset,pairs_limit=64', bitless: true },
   { name: 'fasp 25% γ=0.5', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fasp:fraction=0.25,gamma=0.5,pairs=stereoset,pairs_limit=64', bitless: true },
+  // Distillation (issue 16; Ahn et al. 2022: plain KD amplifies gender bias): a student of every other
+  // block, DistilBERT-style, 300 steps of 8 × 64 tokens of lm_corpus; fair KD adds the counterfactual
+  // gap penalty beyond the teacher's on StereoSet pairs (causal LMs).
+  { name: 'kd half the blocks', kind: 'plain', spec: () => '', bitless: true, build: { command: 'distill', args: (d, l) => ['--student', EVERY_OTHER(l), ...KD(d)] } },
+  { name: 'fair-kd β=0.01', kind: 'bias-aware', plain: 'kd half the blocks', spec: () => '', bitless: true, build: { command: 'distill', causalOnly: true, args: (d, l) => ['--student', EVERY_OTHER(l), ...KD(d), ...CF(d, 0.01)] } },
+  // Post-compression repair (issue 16): the baseline every bias-aware pruning method must beat at equal
+  // compute: magnitude 50%, then 100 steps with the mask kept, with (repair) or without (control) the penalty.
+  { name: 'magnitude-0.5 + fine-tune', kind: 'control', plain: 'magnitude-0.5', spec: () => '', bitless: true, build: { command: 'train', compress: 'magnitude:sparsity=0.5', args: (d) => REPAIR(d) } },
+  { name: 'magnitude-0.5 + repair β=0.01', kind: 'bias-aware', plain: 'magnitude-0.5', spec: () => '', bitless: true, build: { command: 'train', compress: 'magnitude:sparsity=0.5', causalOnly: true, args: (d) => [...REPAIR(d), ...CF(d, 0.01)] } },
 ];
 
 export interface GridOptions {
@@ -133,7 +168,7 @@ export async function runGrid(o: GridOptions): Promise<GridModelResult[]> {
       for (const bits of row.bitless ? [null] : o.bits) {
         const spec = row.spec(bits ?? 0);
         try {
-          const v = parseVariant(spec, calibration, seed);
+          const v = row.build !== undefined ? buildRow(row, row.build, dir, path.join(o.out, m.replace(/[^A-Za-z0-9_.-]/g, '_'), 'built'), o, log) : parseVariant(spec, calibration, seed);
           if (variants.some((x) => x.name === v.name)) continue;
           variants.push(v);
           cells.push({ model: m, row, bits, variant: v.name });
@@ -165,6 +200,35 @@ export async function runGrid(o: GridOptions): Promise<GridModelResult[]> {
     out.push({ model: m, dir, cells, results });
   }
   return out;
+}
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.basename(path.dirname(path.dirname(fileURLToPath(import.meta.url)))) === 'dist' ? '../src/cli/main.js' : '../dist/src/cli/main.js');
+
+/** Train a build row's model (compressing the dense model first when asked), once: a finished directory is reused. */
+function buildRow(row: GridRow, b: GridBuild, denseDir: string, builtDir: string, o: GridOptions, log: (line: string) => void): VariantSpec {
+  const dense = loadCheckpoint(denseDir);
+  if (b.causalOnly === true && dense.task !== 'causal-lm') throw new DikeError('', row.name, 'causal LMs only (the counterfactual penalty scores sentence log-probs)');
+  const slug = row.name.replace(/[^A-Za-z0-9_.-]+/g, '_');
+  const dir = path.join(builtDir, slug);
+  const threads = o.threads !== undefined ? ['--threads', String(o.threads)] : [];
+  const run = (args: string[]): void => {
+    log(`grid: dike ${args.join(' ')}`);
+    const r = spawnSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+    if (r.status !== 0) throw new DikeError('', row.name, `dike ${args[0]} exited with ${r.status}`);
+  };
+  if (!existsSync(path.join(dir, 'training.json'))) {
+    let from = denseDir;
+    if (b.compress !== undefined) {
+      from = path.join(builtDir, `${slug}.compressed`);
+      if (!existsSync(path.join(from, 'compression.json'))) {
+        const [method, opts] = [b.compress.slice(0, b.compress.indexOf(':')), b.compress.slice(b.compress.indexOf(':') + 1)];
+        run(['compress', denseDir, '--method', method, ...opts.split(',').flatMap((kv) => ['--opt', kv]), '--data', o.dataDir, ...threads, '--out', from]);
+      }
+    }
+    const args = b.args(o.dataDir, dense.shape.numLayers);
+    run(b.command === 'distill' ? ['distill', from, ...args, ...threads, '--quiet', '--out', dir] : ['train', '--model', from, ...args, ...threads, '--quiet', '--out', dir]);
+  }
+  return { name: slug, dir, spec: `${b.compress !== undefined ? `${b.compress}, then ` : ''}dike ${b.command} ${b.args(o.dataDir, dense.shape.numLayers).join(' ')}` };
 }
 
 const f2 = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');

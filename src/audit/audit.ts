@@ -189,6 +189,17 @@ export function dataSeen(recipe: Recipe | undefined, dir: string, dataDir: strin
     const sha = bench === 'stereoset' || bench === 'crows-pairs' ? hashDataFolder(dataDir, bench).hash : existsSync(path.resolve(pairs)) ? file(path.resolve(pairs)) : 'generated';
     (seen.pairs ??= []).push({ step: i + 1, method: st.method, source: pairs, sha256: sha });
   });
+  // A model trained or distilled with the counterfactual gap penalty (`dike train|distill --cf-pairs`):
+  // its training.json names the pairs' source.
+  const tj = path.join(dir, 'training.json');
+  if (existsSync(tj)) {
+    const t = JSON.parse(readFileSync(tj, 'utf8')) as { settings?: { counterfactual?: { source?: unknown } }; teacher?: unknown };
+    const source = t.settings?.counterfactual?.source;
+    if (typeof source === 'string') {
+      const sha = source === 'stereoset' || source === 'crows-pairs' ? hashDataFolder(dataDir, source).hash : existsSync(path.resolve(source)) ? file(path.resolve(source)) : 'absent';
+      (seen.pairs ??= []).push({ step: (recipe?.steps.length ?? 0) + 1, method: t.teacher !== undefined ? 'distill --cf-pairs' : 'train --cf-pairs', source, sha256: sha });
+    }
+  }
   const tb = path.join(dir, 'testbed.json');
   if (existsSync(tb)) {
     const t = JSON.parse(readFileSync(tb, 'utf8')) as { testbed: string; corpora: Record<string, { sha256: string }>; benchmarksSeen?: string[] };

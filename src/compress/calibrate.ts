@@ -22,7 +22,7 @@ import type { BlockRange } from '../model/arch/types.js';
 import { DikeError } from '../errors.js';
 import type { LinearInfo } from '../model/arch/types.js';
 import type { Checkpoint, Param } from '../model/checkpoint.js';
-import { withLinearInputGrams } from '../model/graph/capture.js';
+import { addGramBlocks, keepOutputs, mirrorLower, withLinearInputGrams, type GramOutput } from '../model/graph/capture.js';
 import { graphToOnnx } from '../model/graph/to-onnx.js';
 import { Rng } from '../util/rng.js';
 import { sha256Bytes } from '../util/hash.js';
@@ -157,25 +157,62 @@ function batchesOf(calib: CalibrationSet): CalBatch[] {
   return out;
 }
 
-/** Sums of Gram matrices per weight. */
+/**
+ * Sums of Gram matrices over batches, in float64, once per distinct input (maps that read the same
+ * input share the sum; each gets its own copy at the end). Only the upper staircase that the graph
+ * computes is added per batch; the lower triangle is mirrored once, in `stats`.
+ */
 class StatsSum {
-  readonly sums = new Map<string, InputStats>();
-  constructor(private readonly dimOf: Map<string, number>) {}
-  add(name: string, gram: Float32Array, tokens: number, pair?: { gram: Float32Array; pairs: number; tokens: number }): void {
-    let s = this.sums.get(name);
-    if (s === undefined) {
-      const dim = this.dimOf.get(name)!;
-      s = { gram: new Float64Array(dim * dim), tokens: 0, dim };
-      if (pair) Object.assign(s, { pairGram: new Float64Array(dim * dim), pairs: 0, pairTokens: 0 });
-      this.sums.set(name, s);
+  private readonly sums = new Map<GramOutput, Float64Array>();
+  private readonly pairSums = new Map<GramOutput, Float64Array>();
+  private tokens = 0;
+  private pairs = 0;
+  private pairTokens = 0;
+  constructor(
+    private readonly grams: ReadonlyMap<string, GramOutput>,
+    private readonly pairGrams: ReadonlyMap<string, GramOutput>,
+  ) {}
+  /** The outputs a run must fetch. */
+  fetches(): string[] {
+    const outs = new Set([...this.grams.values(), ...this.pairGrams.values()]);
+    return [...outs].flatMap((g) => g.blocks.map((b) => b.name));
+  }
+  add(out: ort.InferenceSession.ReturnType, tokens: number, pair?: { pairs: number; tokens: number }): void {
+    const data = (name: string): Float32Array => out[name]!.data as Float32Array;
+    const addAll = (outs: Iterable<GramOutput>, sums: Map<GramOutput, Float64Array>): void => {
+      for (const g of new Set(outs)) {
+        let s = sums.get(g);
+        if (s === undefined) sums.set(g, (s = new Float64Array(g.dim * g.dim)));
+        addGramBlocks(s, g, data);
+      }
+    };
+    addAll(this.grams.values(), this.sums);
+    this.tokens += tokens;
+    if (pair !== undefined) {
+      addAll(this.pairGrams.values(), this.pairSums);
+      this.pairs += pair.pairs;
+      this.pairTokens += pair.tokens;
     }
-    for (let i = 0; i < gram.length; i++) s.gram[i]! += gram[i]!;
-    s.tokens += tokens;
-    if (pair && s.pairGram) {
-      for (let i = 0; i < pair.gram.length; i++) s.pairGram[i]! += pair.gram[i]!;
-      s.pairs! += pair.pairs;
-      s.pairTokens! += pair.tokens;
+  }
+  /** The statistics per weight (nothing for an empty calibration set). */
+  stats(): Map<string, InputStats> {
+    const done = new Set<Float64Array>();
+    const take = (g: GramOutput, sums: Map<GramOutput, Float64Array>): Float64Array => {
+      const s = sums.get(g)!;
+      if (done.has(s)) return s.slice();
+      mirrorLower(s, g);
+      done.add(s);
+      return s;
+    };
+    const out = new Map<string, InputStats>();
+    for (const [w, g] of this.grams) {
+      if (!this.sums.has(g)) continue;
+      const s: InputStats = { gram: take(g, this.sums), tokens: this.tokens, dim: g.dim };
+      const p = this.pairGrams.get(w);
+      if (p !== undefined && this.pairSums.has(p)) Object.assign(s, { pairGram: take(p, this.pairSums), pairs: this.pairs, pairTokens: this.pairTokens });
+      out.set(w, s);
     }
+    return out;
   }
 }
 
@@ -198,12 +235,16 @@ async function bodyPass(
 ): Promise<{ stats: Map<string, InputStats>; hidden: Float32Array[] }> {
   const pairs = opts.pairs === true;
   if (pairs && !calib.batching.paired) throw new DikeError('calibration', '', 'pair statistics need a paired calibration set');
-  const capture = withLinearInputGrams(buildBodyGraph(m, range), weights, calib.batching.keepPads ? undefined : 'attention_mask', pairs ? { seqOf: 'input_ids' } : undefined);
-  const session = await ort.InferenceSession.create(graphToOnnx(capture.graph), ortSessionOptions(opts.threads));
+  const capture = withLinearInputGrams(buildBodyGraph(m, range), weights, calib.batching.keepPads ? undefined : 'attention_mask', pairs ? { seqOf: 'input_ids' } : undefined, {
+    dims: dimOf,
+    ...(opts.gramBlock !== undefined ? { block: opts.gramBlock } : {}),
+  });
   const outName = `hidden.${range?.to ?? m.shape.numLayers}`;
-  const fetches = [...new Set([...capture.grams.values(), ...capture.pairGrams.values()])];
+  const sum = new StatsSum(capture.grams, capture.pairGrams);
+  const fetches = sum.fetches();
   if (wantHidden) fetches.push(outName);
-  const sum = new StatsSum(dimOf);
+  // Only what the fetches need is built and run (a group's pass stops at the group's input).
+  const session = await ort.InferenceSession.create(graphToOnnx(keepOutputs(capture.graph, fetches)), ortSessionOptions(opts.threads));
   const hidden: Float32Array[] = [];
   const H = m.shape.hiddenSize;
   try {
@@ -215,16 +256,13 @@ async function bodyPass(
       };
       if (range !== undefined && range.from > 0) feeds['hidden_in'] = new ort.Tensor('float32', hiddenIn![i]!, [...dims, H]);
       const out = await session.run(feeds, fetches);
-      for (const [w, o] of capture.grams) {
-        const p = capture.pairGrams.get(w);
-        sum.add(w, out[o]!.data as Float32Array, cb.tokens, p !== undefined ? { gram: out[p]!.data as Float32Array, pairs: cb.pairs, tokens: cb.pairTokens } : undefined);
-      }
+      sum.add(out, cb.tokens, pairs ? { pairs: cb.pairs, tokens: cb.pairTokens } : undefined);
       if (wantHidden) hidden.push(out[outName]!.data as Float32Array);
     }
   } finally {
     await session.release();
   }
-  return { stats: sum.sums, hidden };
+  return { stats: sum.stats(), hidden };
 }
 
 /** Statistics of head targets (layer −1) from the last hidden state of every batch. */
@@ -238,19 +276,23 @@ async function headPass(
 ): Promise<Map<string, InputStats>> {
   if (opts.pairs) throw new DikeError('calibration', weights[0] ?? '', 'pair statistics are not available for head matrices (outside the blocks); leave them out of the scope');
   const H = m.shape.hiddenSize;
-  const head = withLinearInputGrams(buildHeadGraph(m, 'logits'), weights);
+  const head = withLinearInputGrams(buildHeadGraph(m, 'logits'), weights, undefined, undefined, {
+    dims: dimOf,
+    ...(opts.gramBlock !== undefined ? { block: opts.gramBlock } : {}),
+  });
   const session = await ort.InferenceSession.create(graphToOnnx(head.graph), ortSessionOptions(opts.threads));
-  const sum = new StatsSum(dimOf);
+  const sum = new StatsSum(head.grams, new Map());
+  const fetches = sum.fetches();
   try {
     for (const [i, cb] of batches.entries()) {
       const rows = gatherRows(hiddenL[i]!, cb.batch.seq, H, cb.at);
-      const out = await session.run({ rows: new ort.Tensor('float32', rows, [cb.at.length, H]) }, [...new Set(head.grams.values())]);
-      for (const [w, o] of head.grams) sum.add(w, out[o]!.data as Float32Array, cb.at.length);
+      const out = await session.run({ rows: new ort.Tensor('float32', rows, [cb.at.length, H]) }, fetches);
+      sum.add(out, cb.at.length);
     }
   } finally {
     await session.release();
   }
-  return sum.sums;
+  return sum.stats();
 }
 
 /** Σ x xᵀ of each target's input over every calibration token, on the given (current) weights (one-shot). */

@@ -55,6 +55,11 @@ export interface StatsOptions {
   threads?: number;
   /** Also Σ (x₀ − x₁)(x₀ − x₁)ᵀ over the pairs of a paired calibration set (InputStats.pairGram). */
   pairs?: boolean;
+  /**
+   * Column block of the Gram capture's upper staircase (model/graph/capture.ts GRAM_BLOCK by
+   * default); Infinity computes each full XᵀX (the tests compare the two).
+   */
+  gramBlock?: number;
 }
 
 export interface WalkOptions extends StatsOptions {

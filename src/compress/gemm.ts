@@ -184,13 +184,19 @@ export async function blockedLowerInverse(gemm: Gemm, L: Float64Array, n: number
  * work (n³/3 multiply-adds) in GEMMs: for n = 3072 about 1 CPU-second, some ten times less than
  * the unblocked JavaScript version.
  */
-export async function choleskyInverseUpperBlocked(gemm: Gemm, H: Float64Array, n: number, damp: number): Promise<{ U: Float64Array; lambda: number }> {
-  const { H: Hd, lambda } = dampen(H, n, damp);
-  const rev = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) rev[(n - 1 - i) * n + (n - 1 - j)] = Hd[i * n + j]!;
+export async function choleskyInverseUpperBlocked(
+  gemm: Gemm,
+  H: Float64Array,
+  n: number,
+  damp: number,
+  opts: { overwrite?: boolean } = {},
+): Promise<{ U: Float64Array; lambda: number }> {
+  // `overwrite`: H is the caller's scratch copy, dampened and reversed in place (no n×n copy).
+  const { H: rev, lambda } = dampen(H, n, damp, opts.overwrite === true);
+  // J·H̃·J of a row-major n×n matrix is its flat array reversed: (i, j) ↔ (n−1−i, n−1−j).
+  rev.reverse();
   const { L: M, diagInvT } = await blockedCholesky(gemm, rev, n);
-  const Minv = await blockedLowerInverse(gemm, M, n, diagInvT);
-  const U = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) U[(n - 1 - i) * n + (n - 1 - j)] = Minv[i * n + j]!;
+  const U = await blockedLowerInverse(gemm, M, n, diagInvT);
+  U.reverse(); // U = J·M⁻¹·J
   return { U, lambda };
 }

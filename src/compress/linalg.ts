@@ -166,14 +166,14 @@ export function deadInputs(H: Float64Array, n: number): number[] {
 }
 
 /**
- * A copy of H ready to invert: dead inputs' diagonal set to 1, then λ = damp · mean(diag H) added to
- * the diagonal (GPTQ/SparseGPT "percdamp", 0.01 by convention; the mean is taken after the dead fix,
+ * A copy of H (H itself when `inPlace`) ready to invert: dead inputs' diagonal set to 1, then
+ * λ = damp · mean(diag H) added to the diagonal (GPTQ/SparseGPT "percdamp", 0.01 by convention; the mean is taken after the dead fix,
  * as the reference implementations do). Returns the copy and λ.
  */
-export function dampen(H: Float64Array, n: number, damp: number): { H: Float64Array; lambda: number } {
+export function dampen(H: Float64Array, n: number, damp: number, inPlace = false): { H: Float64Array; lambda: number } {
   checkSquare(H, n, 'dampen');
   if (!(damp >= 0)) throw new DikeError(FILE, 'dampen', `dampening must be ≥ 0, found ${damp}`);
-  const out = H.slice();
+  const out = inPlace ? H : H.slice();
   let trace = 0;
   for (let j = 0; j < n; j++) {
     if (out[j * n + j] === 0) out[j * n + j] = 1;

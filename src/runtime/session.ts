@@ -111,6 +111,12 @@ export function ortSessionOptions(threads?: number): ort.InferenceSession.Sessio
     extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
   };
   if (threads !== undefined) o.intraOpNumThreads = threads;
+  // Per-operator timings for bench/profile.ts: ORT writes <prefix>_<date>.json when a session ends.
+  const profile = process.env['DIKE_ORT_PROFILE'];
+  if (profile !== undefined && profile !== '') {
+    o.enableProfiling = true;
+    o.profileFilePrefix = profile;
+  }
   return o;
 }
 

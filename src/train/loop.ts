@@ -139,6 +139,31 @@ export function writeModelDir(outDir: string, model: TrainableModel, values: Rea
   writeSafetensors(path.join(outDir, 'model.safetensors'), tensors);
 }
 
+/**
+ * A `--keep-sparsity` run's output is still a pruned model: compression.json records each kept matrix's
+ * sparsity (the fraction of its zeros), so that the audit's size (src/audit/size.ts) counts it as pruned.
+ * Quantization of the starting model is not carried over (fine-tuning moves the weights off its grid);
+ * the starting model's own compression.json is kept under `base_compression` for the record.
+ */
+function writeKeptSparsity(outDir: string, model: TrainableModel, masks: ReadonlyMap<string, Float32Array>): void {
+  const baseFile = path.join(model.dir, 'compression.json');
+  const matrices = [...masks.keys()].sort().map((weight) => {
+    const m = masks.get(weight)!;
+    let zeros = 0;
+    for (let i = 0; i < m.length; i++) if (m[i] === 0) zeros++;
+    return { weight, method: 'keep-sparsity', sparsity: zeros / m.length };
+  });
+  writeJsonAtomic(path.join(outDir, 'compression.json'), {
+    tool: 'dike',
+    version: dikeVersion(),
+    source: { dir: model.dir, architecture: model.hfClass },
+    fine_tune: { keep_sparsity: true },
+    weights_sha256: sha256File(path.join(outDir, 'model.safetensors')),
+    steps: [{ step: 1, method: 'keep-sparsity', matrices }],
+    ...(existsSync(baseFile) ? { base_compression: JSON.parse(readFileSync(baseFile, 'utf8')) as unknown } : {}),
+  });
+}
+
 export interface RunOptions {
   tokenizerDir: string;
   /** Teacher model (distillation): its logits at the loss rows come from ordinary inference. */
@@ -308,6 +333,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   }
   const seconds = (Date.now() - started) / 1000;
   writeModelDir(outDir, model, session.params, opts.tokenizerDir, settings.dtype);
+  if (masks.size > 0) writeKeptSparsity(outDir, model, masks);
   await session.release();
   const result: TrainResult = { outDir, steps, resumedFrom, tokens: steps * B * S, seconds, losses };
   if (settings.valid !== undefined && classify) {

@@ -96,7 +96,7 @@ export async function prepareHessian(gemm: Gemm, stats: InputStats, damp: number
     }
   }
   try {
-    const { U, lambda } = await choleskyInverseUpperBlocked(gemm, Hp, n, damp);
+    const { U, lambda } = await choleskyInverseUpperBlocked(gemm, Hp, n, damp, { overwrite: true }); // Hp is ours
     return { n, tokens: stats.tokens, perm, dead, U, lambda };
   } catch (e) {
     if (e instanceof DikeError) throw new DikeError(where, 'inverse Hessian', `${e.problem} (dampening_frac ${damp})`);
