@@ -136,8 +136,9 @@ export async function fragileProjection(skewed: Checkpoint, debiased: Checkpoint
  * the top eigen-directions of its input's calibration Gram H = Σ x xᵀ (on the skewed model) that together
  * hold `energy` of trace(H) (block power iteration with modified Gram–Schmidt, float64). `apply` removes
  * from the correction δ = v − B every component along U, row by row of the input dimension:
- * δ ← δ − (δU)Uᵀ, so ‖δX‖² ≤ (1 − energy)·‖δ‖²·λ_max-ish on the calibration tokens, and GPTQ's objective
- * (which weighs errors by H) barely sees δ. With `pgd` the box clamp follows, so the RTN guarantee holds
+ * δ ← δ − (δU)Uᵀ, so each row of δ lies in the span of the remaining eigen-directions and its quadratic
+ * form δHδᵀ is at most the largest remaining eigenvalue times ‖δ‖²: GPTQ's objective (which weighs errors
+ * by H) sees δ only through the directions holding the last (1 − energy) of the trace. With `pgd` the box clamp follows, so the RTN guarantee holds
  * exactly and the blindness approximately.
  */
 export interface BlindBasis {
