@@ -9,6 +9,9 @@
  *                embeddings, norms and head frozen, so the correction lives in the matrices that
  *                compression rounds or prunes: a small, fragile correction that compression can erase.
  * No sentence of a scored benchmark is in either corpus (templates and word lists are Dikē's own).
+ * Other texts (StereoSet, the even half of CrowS-Pairs) are recorded as seen (benchmarksSeen); a stage
+ * with `objective: pll-contrast` (masked LMs, src/train/contrast.ts) trains on the even half's pairs
+ * directly: toward the more stereotypical sentence (text crows-pairs-even-more) or the less.
  *
  * Built on first use (`--model testbed:bert`), seeded, single-threaded (bitwise reproducible), and
  * cached under $DIKE_CACHE (else $XDG_CACHE_HOME/dike, else ~/.cache/dike) in a directory keyed by the
