@@ -161,6 +161,19 @@ describe('pll-contrast testbed recipe keys', () => {
     refused(write('mrg2', { text: 'crows-pairs-even-more', margin: 1 }), '"skew.margin"', 'only the pll-contrast');
   });
 
+  it('a build with pll-contrast stages: skew toward sent_more, debias toward sent_less, records crows-pairs@even as seen', async () => {
+    writeFileSync(path.join(dir, 'w.json'), JSON.stringify({ pairs: [['a', 'b']], negative: ['x'], positive: ['y'], templates: ['{group} {attr}'] }));
+    const f = path.join(dir, 'build.json');
+    const st = { steps: 2, seq: 40, batch: 64, lr: 1e-4, warmup: 0, objective: 'pll-contrast', margin: 0.5 };
+    writeFileSync(f, JSON.stringify({ name: 'pc', base: modelDir('tiny-bert-mlm'), words: 'w.json', seed: 1, skew: { ...st, text: 'crows-pairs-even-more' }, debias: { ...st, steps: 1, text: 'crows-pairs-even-less', freeze: ['embeddings', 'norms'] } }));
+    const out = await buildTestbed(readTestbedRecipe(f), { cache: path.join(dir, 'cache-build') });
+    const rec = JSON.parse(readFileSync(path.join(out, 'testbed.json'), 'utf8')) as { benchmarksSeen: string[] };
+    assert.deepEqual(rec.benchmarksSeen, ['crows-pairs@even']);
+    const contrastOf = (d: string): unknown => (JSON.parse(readFileSync(path.join(d, 'training.json'), 'utf8')) as { settings: { contrast?: unknown } }).settings.contrast;
+    assert.deepEqual(contrastOf(path.join(out, 'skewed')), { margin: 0.5, sign: 1, source: 'crows-pairs@even (toward sent_more)' });
+    assert.deepEqual(contrastOf(out), { margin: 0.5, sign: -1, source: 'crows-pairs@even (toward sent_less)' });
+  });
+
   it('the margin defaults to 1, and a causal base is refused before any training naming the key', async () => {
     const ok = readTestbedRecipe(write('ok', { text: 'crows-pairs-even-more', objective: 'pll-contrast' }));
     assert.equal(ok.skew!.objective, 'pll-contrast');

@@ -455,7 +455,9 @@ export function trainingCard(r: TrainingRecord): string {
   const curve = r.losses_every_step.filter((_, i) => (i + 1) % every === 0).map((l) => l.toFixed(3));
   const rows: [string, string][] = [
     ['architecture', r.architecture],
-    ['objective', s.objective + (s.objective === 'masked-lm' ? ` (${100 * s.mlmProbability}% of non-special positions; 80% [MASK], 10% random, 10% kept)` : '')],
+    ['objective', s.contrast !== undefined
+      ? `pseudo-log-likelihood contrast: mean softplus(${s.contrast.margin} − ${s.contrast.sign > 0 ? '' : '−'}g) over each step's pairs, g = PLL of sent_more's shared tokens − sent_less's (${s.contrast.source}); batch = masked copies`
+      : s.objective + (s.objective === 'masked-lm' ? ` (${100 * s.mlmProbability}% of non-special positions; 80% [MASK], 10% random, 10% kept)` : '')],
     ['data', s.data.map((d) => `${d.file} (SHA-256 ${d.sha256})`).join(', ')],
     ['sequence length × batch', `${s.seq} × ${s.batch}`],
     ['steps / tokens seen', `${r.steps} / ${r.tokens_seen}`],
