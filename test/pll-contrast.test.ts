@@ -141,6 +141,33 @@ describe('pll-contrast in a training run', () => {
   }
 });
 
+describe('pll-contrast resume', () => {
+  const work = mkdtempSync(path.join(tmpdir(), 'dike-pcres-'));
+  after(() => rmSync(work, { recursive: true, force: true }));
+  it('stopped after 2 of 5 steps and resumed: byte-identical to the uninterrupted run', async () => {
+    const text = path.join(work, 'unused.txt');
+    writeFileSync(text, 'not read\n');
+    const ckpt = loadCheckpoint(modelDir('tiny-bert-mlm'));
+    // 12 pairs in steps of at most 64 copies: several steps, each with other pairs.
+    const pairs = pairObjectives(ckpt, parseCrowsPairs(readFileSync(CSV, 'utf8'), CSV).slice(0, 12), 'nangia-pll');
+    const settings: TrainSettings = {
+      objective: 'masked-lm', data: [text], seq: 64, batch: 64, steps: 5,
+      schedule: { peak: 1e-3, warmup: 1, decay: 'cosine', minRatio: 0.1 },
+      adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-6, weightDecay: 0.01, maxGradNorm: 1 },
+      seed: 4, mlmProbability: 0.15, checkpointEvery: 1, freeze: [], keepSparsity: false, dtype: 'F32', threads: 1,
+      contrast: { margin: 1, sign: 1, source: 'test' },
+    };
+    const opts = { tokenizerDir: modelDir('tiny-bert-mlm'), contrastPairs: pairs };
+    await train(ckpt, settings, path.join(work, 'whole'), opts);
+    const first = await train(ckpt, settings, path.join(work, 'parts'), { ...opts, stopAfter: 2 });
+    assert.equal(first.steps, 2);
+    const second = await train(ckpt, settings, path.join(work, 'parts'), opts);
+    assert.equal(second.resumedFrom, 2);
+    const bytes = (d: string): Buffer => readFileSync(path.join(work, d, 'model.safetensors'));
+    assert.ok(bytes('whole').equals(bytes('parts')));
+  });
+});
+
 describe('pll-contrast testbed recipe keys', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'dike-pcr-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
