@@ -72,6 +72,13 @@ async function crows(dir: string, limit: number, threads: number): Promise<void>
 
 const WORKLOADS: Workload[] = [
   {
+    name: 'load-base',
+    what: 'only `loadCheckpoint` of BERT-base-size: the floor under its rows (node, onnxruntime loaded, the safetensors file read whole and converted to float32 parameters)',
+    run: async () => {
+      loadCheckpoint(BASE);
+    },
+  },
+  {
     name: 'calibration',
     what: 'Gram capture (one-shot `inputStats`) of the 72 maps of BERT-base-size, 128 × 128 tokens: all 72 Gram sums in float64 held at once (as bench/gptq.ts times it)',
     run: async (threads) => {
