@@ -141,7 +141,6 @@ async function main(): Promise<void> {
   const chosen = values.only !== undefined ? values.only.split(',') : WORKLOADS.map((w) => w.name);
   for (const c of chosen) if (!WORKLOADS.some((w) => w.name === c)) throw new Error(`--only: unknown workload ${c} (${WORKLOADS.map((w) => w.name).join(', ')})`);
   const started = Date.now();
-  // A child that loads the modules and does nothing: the floor every workload starts from.
   const measure = (name: string): { seconds: number; maxRssKiB: number } => {
     const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'bench', 'memory.js'), '--child', name, '--threads', String(threads)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
     if (r.status !== 0) throw new Error(`memory of ${name} failed (exit ${r.status})`);
