@@ -63,8 +63,8 @@ export async function dikePass(runner: ModelRunner, w: ModelWorkload, c: Case, w
         });
       }
     } else {
-      // One call per group, with no token cap, so that the group is exactly one forward batch.
-      const lps = await maskedTokenLogprobs(runner, w.maskId, w.padId, sentences, { maxTokens: Number.POSITIVE_INFINITY });
+      // One call per group, with the default token cap (MASKED_MAX_TOKENS), as a user calls it.
+      const lps = await maskedTokenLogprobs(runner, w.maskId, w.padId, sentences);
       if (check) {
         for (const lp of lps) {
           for (let i = 0; i < lp.length; i++) {

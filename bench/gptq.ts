@@ -33,7 +33,7 @@ import { inputStats, sampleCalibration, walkCalibration } from '../src/compress/
 import { Gemm } from '../src/compress/gemm.js';
 import { gptqMatrix, prepareHessian } from '../src/compress/methods/gptq.js';
 import type { InputStats, QuantState } from '../src/compress/types.js';
-import { cpuInfo, openblasCoreType, packageVersion, torchEnv, writeMarkedSection, ROOT, RESULTS, SMALL_BERT, CORPUS } from './machine.js';
+import { cpuInfo, gptqMemoryBound, openblasCoreType, packageVersion, torchEnv, writeMarkedSection, ROOT, RESULTS, SMALL_BERT, CORPUS } from './machine.js';
 import { ensureRandomBert } from './random-bert.js';
 
 const OUT = path.join(ROOT, 'bench', 'out', 'gptq');
@@ -347,6 +347,7 @@ async function main(): Promise<void> {
     calRel,
     sequential,
     peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    bound: gptqMemoryBound(ckpt),
     numLayers,
     mats,
     preps,
@@ -372,12 +373,15 @@ interface Report {
   calRel: number[];
   sequential: { wall: number; cpu: number } | undefined;
   peakRssMiB: number;
+  bound: ReturnType<typeof gptqMemoryBound>;
   numLayers: number;
   mats: MatrixTiming[];
   preps: PrepTiming[];
   torchDtype: string;
   wall: number;
 }
+
+const met = (ok: boolean): string => (ok ? '**met**' : '**not met**');
 
 function render(r: Report): string {
   type Pair = { dike: number; torch: number; dikeCpu: number; torchCpu: number };
@@ -426,6 +430,8 @@ function render(r: Report): string {
     `**GPTQ total**: Dikē ${f(dikeTotal, 1)} s, PyTorch ${f(torchTotal, 1)} s (ratio PyTorch ÷ Dikē **${f(torchTotal / dikeTotal)}**, > 1: Dikē faster).`,
     '',
     `**Whole run** (one-shot calibration + GPTQ of all ${r.mats.length} maps): Dikē ${f(r.calibration + dikeTotal, 1)} s, PyTorch ${f(r.torchCal.seconds + torchTotal, 1)} s (ratio **${f((r.torchCal.seconds + torchTotal) / (r.calibration + dikeTotal))}**). Peak RSS of the Dikē bench process (model, all ${r.mats.length} Gram sums in float64, ORT sessions): ${f(r.peakRssMiB, 0)} MiB; the PyTorch calibration process: ${f(r.torchCal.peak_rss_mib, 0)} MiB.`,
+    '',
+    `**Goals (issue 15)**: calibration ≥ 1.2× PyTorch: ${f(r.torchCal.seconds / r.calibration)}× wall (CPU ${f(r.torchCal.cpu / r.calibrationCpu)}×) — ${met(r.torchCal.seconds / r.calibration >= 1.2)}; GPTQ ≥ 1.2×: ${f(torchTotal / dikeTotal)}× — ${met(torchTotal / dikeTotal >= 1.2)}; whole run ≤ 60 s: ${f(r.calibration + dikeTotal, 1)} s — ${met(r.calibration + dikeTotal <= 60)}; sequential ≤ 2× one-shot: ${r.sequential !== undefined ? `${f(r.sequential.wall / r.calibration)}× — ${met(r.sequential.wall / r.calibration <= 2)}` : 'not timed'}; peak RSS ≤ 2 × (fp32 weights ${f(r.bound.weightsMiB, 0)} MiB + the largest layer's Hessians ${f(r.bound.hessiansMiB, 0)} MiB) = ${f(r.bound.boundMiB, 0)} MiB: this process (which holds the one-shot statistics, the sequential walk and the PyTorch hand-over files, so not a GPTQ run as a user makes it) ${f(r.peakRssMiB, 0)} MiB; GPTQ as \`applyRecipe\` runs it, each in its own process: the "Peak memory per workload" section (bench/memory.ts).`,
     '',
     `Dikē per matrix (median wall): ${perShape.join('; ')}.`,
     '',

@@ -3,6 +3,7 @@
  * how much parallelism the cores really deliver (shared virtual machines often give less than
  * their core count).
  */
+import type { Checkpoint } from '../src/model/checkpoint.js';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -199,4 +200,19 @@ export async function ortGemmRate(n: number, threads: number): Promise<number> {
   }
   await s.release();
   return (2 * n ** 3) / best / 1e9;
+}
+
+/**
+ * Issue 15's memory bound for GPTQ of a model: 2 × (every parameter in float32 + the float64
+ * Hessians of the layer whose maps' Hessians are largest; one n×n per map, as each map gets its own).
+ */
+export function gptqMemoryBound(m: Pick<Checkpoint, 'params' | 'family' | 'config' | 'task'>): { weightsMiB: number; hessiansMiB: number; boundMiB: number; layer: number; dims: number[] } {
+  const MiB = 1024 * 1024;
+  let weights = 0;
+  for (const p of m.params.values()) weights += 4 * p.shape.reduce((a, b) => a * b, 1);
+  const perLayer = new Map<number, number[]>();
+  for (const t of m.family.linears(m.config, m.task).filter((l) => l.layer >= 0)) perLayer.set(t.layer, [...(perLayer.get(t.layer) ?? []), t.inDim]);
+  const bytes = (dims: number[]): number => dims.reduce((a, n) => a + 8 * n * n, 0);
+  const [layer, dims] = [...perLayer].sort((a, b) => bytes(b[1]) - bytes(a[1]))[0]!;
+  return { weightsMiB: weights / MiB, hessiansMiB: bytes(dims) / MiB, boundMiB: (2 * (weights + bytes(dims))) / MiB, layer, dims };
 }

@@ -102,7 +102,7 @@ async function child(w: Workload, threads: number): Promise<number> {
   for (let i = 0; i < sentences.length; i += 8) {
     const group = sentences.slice(i, i + 8);
     if (w === 'forward') await runner.tokenLogits(padBatch(group.map((s) => s.ids), tok.special.pad ?? 0));
-    else await maskedTokenLogprobs(runner, tok.special.mask!, tok.special.pad ?? 0, group, { maxTokens: Number.POSITIVE_INFINITY });
+    else await maskedTokenLogprobs(runner, tok.special.mask!, tok.special.pad ?? 0, group);
   }
   const secs = (performance.now() - t0) / 1000;
   await runner.dispose();

@@ -4,6 +4,7 @@
  */
 import type { RunFacts } from './machine.js';
 import type { Checksum, Kind } from './workload.js';
+import { MASKED_MAX_TOKENS } from '../src/score/masked.js';
 
 export interface Row {
   kind: Kind;
@@ -44,6 +45,9 @@ export interface Environment extends RunFacts {
   gemm: { n: number; ort: number; torch: number; ortAll: number[]; torchAll: number[] };
 }
 
+/** Issue 15's target for the forward rows: PyTorch time ÷ Dikē time at every B. */
+const FORWARD_GOAL = 1.2;
+
 /** Relative tolerance on the checksum; `scale` covers sums that cancel towards zero. */
 export const CHECKSUM_RTOL = 1e-2;
 const SCALE_RTOL = 1e-4;
@@ -62,7 +66,7 @@ export function renderResults(env: Environment, sections: ModelSection[]): strin
   const out: string[] = [];
   const roof = Math.max(env.gemm.ort, env.gemm.torch);
   out.push('# Dikē vs PyTorch: speed', '');
-  out.push(`Written by \`npm run bench\` (bench/run.ts) on ${env.date}; total run time ${fmt(env.wallSeconds / 60)} min. Regenerate rather than edit.`, '');
+  out.push(`Written by bench/run.ts (\`npm run bench:forward\`; \`npm run bench\` runs it and every other section) on ${env.date}; run time ${fmt(env.wallSeconds / 60)} min. Regenerate rather than edit.`, '');
   out.push('## Machine and versions', '');
   out.push(`- CPU: ${env.cpu}, ${env.cores} cores visible, AVX-512 ${env.avx512 ? 'yes' : 'no'}; both sides use **${env.threads} thread(s)**`);
   out.push(
@@ -79,7 +83,7 @@ export function renderResults(env: Environment, sections: ModelSection[]): strin
   out.push('The same token ids go through both sides: bench/run.ts tokenizes the sentences once and writes the batches to a JSON workload that bench/torch_bert.py executes.', '');
   out.push('- **forward**: B sentences right-padded, full forward pass including the MLM head at every position (logits [B, S, V], as Hugging Face\'s BertForMaskedLM). Dikē: `runner.hidden` then `runner.logits` over all B·S rows. tokens/s = real (unpadded) tokens, [CLS]/[SEP] included, / time.');
   out.push('- **forward-real**: the same, with the head only at the real (unpadded) tokens (logits [Σ lengths, V]); at B = 8 and 32 a third of the B·S rows here are padding. Dikē: `runner.tokenLogits(batch)` (ORT writes the logits straight into the returned buffer); PyTorch: `head(hidden[mask.bool()])`.');
-  out.push('- **pll**: pseudo-log-likelihood; every non-special position masked alone; the head + log-softmax run only at the masked rows. Dikē: one `maskedTokenLogprobs` call per group of B sentences (no token cap); it batches the masked copies of same-length sentences together (`maskedBuckets`), so no row is padded. PyTorch runs exactly those batches. tokens/s = scored tokens / time.');
+  out.push(`- **pll**: pseudo-log-likelihood; every non-special position masked alone; the head + log-softmax run only at the masked rows. Dikē: one \`maskedTokenLogprobs\` call per group of B sentences, with its default cap of ${MASKED_MAX_TOKENS} tokens per ORT call (one sentence's copies are never split); it batches the masked copies of same-length sentences together (\`maskedBuckets\`), so no row is padded. PyTorch runs exactly those batches. tokens/s = scored tokens / time.`);
   out.push('- A pass = every batch of the workload once. One untimed warm-up pass per side (its outputs give the checksum), then N timed passes; the figure is the median pass time. Dikē and PyTorch passes alternate (ABBA order, 250 ms pause after each), so slow drifts in machine load hit both sides alike; PyTorch runs in a separate process that stays loaded for the whole model.');
   out.push('- **ratio** = Dikē tokens/s ÷ PyTorch tokens/s (> 1: Dikē is faster). **CPU ratio** = PyTorch ÷ Dikē median process CPU seconds of a pass (all threads; less sensitive than wall time to other load on a shared machine).');
   out.push(`- **GFLOP/s** = the pass\'s floating-point operations (matrix products of the body at the padded length as run, and of the head at the projected rows; workload.ts \`caseFlops\`) ÷ median wall time; **% GEMM** = that ÷ the machine\'s float32 GEMM rate measured in this run (${env.gemm.n}×${env.gemm.n} MatMul, best of the measurements before and after each model): ORT ${fmt(env.gemm.ort)} GFLOP/s (each: ${env.gemm.ortAll.map((x) => fmt(x)).join(', ')}), PyTorch/OpenBLAS ${fmt(env.gemm.torch)} GFLOP/s (each: ${env.gemm.torchAll.map((x) => fmt(x)).join(', ')}); both sides are divided by the higher of the two, ${fmt(Math.max(env.gemm.ort, env.gemm.torch))} GFLOP/s (the machine\'s rate as measured; a low or spread set of measurements means the cores were shared).`);
@@ -100,8 +104,33 @@ export function renderResults(env: Environment, sections: ModelSection[]): strin
       );
     }
     out.push('');
-    out.push(`Peak resident memory (maxRSS): Dikē bench process ${fmt(s.rss.dikeMiB, 0)} MiB (cumulative over the models run so far in this process), PyTorch process ${fmt(s.rss.torchMiB, 0)} MiB.`, '');
+    const pll = s.rows.filter((r) => r.kind === 'pll');
+    const one = pll.find((r) => r.batch === 1);
+    if (one !== undefined && pll.length > 1) {
+      out.push(`**PLL batching vs Dikē's own B = 1** (issue 15: batching never slower than B = 1; ≥ 1.00 = met, from the medians above):`, '');
+      out.push('| B | Dikē tok/s | ÷ B = 1, wall | Dikē CPU s | ÷ B = 1, CPU (B = 1 CPU s ÷ this) | met (wall) |');
+      out.push('|---:|---:|---:|---:|---:|:---:|');
+      for (const r of pll) {
+        const wall = one.dike.median / r.dike.median;
+        out.push(`| ${r.batch} | ${fmt(r.tokens / r.dike.median)} | **${wall.toFixed(2)}** | ${r.dike.cpu.toFixed(3)} | ${(one.dike.cpu / r.dike.cpu).toFixed(2)} | ${r.batch === 1 ? '—' : wall >= 1 ? 'yes' : '**no**'} |`);
+      }
+      out.push('');
+    }
+    out.push(`Peak resident memory (maxRSS): Dikē bench process ${fmt(s.rss.dikeMiB, 0)} MiB (cumulative over the models run so far in this process), PyTorch process ${fmt(s.rss.torchMiB, 0)} MiB. Each workload's own peak, in a process of its own: the "Peak memory per workload" section (bench/memory.ts).`, '');
   }
+  const fwd = sections.flatMap((s) => s.rows.filter((r) => r.kind === 'forward').map((r) => ({ s, r, ratio: r.torch.median / r.dike.median })));
+  out.push('## Goals (issue 15) for these workloads', '');
+  out.push(
+    `- Forward with the head at every position ≥ ${FORWARD_GOAL}× PyTorch at every B: ${fwd.map(({ s, r, ratio }) => `${s.name} B=${r.batch} ${ratio.toFixed(2)}×`).join(', ')} — ${fwd.every((x) => x.ratio >= FORWARD_GOAL) ? '**met**' : '**not met**'}.`,
+  );
+  const pllAll = sections.flatMap((s) => {
+    const one = s.rows.find((r) => r.kind === 'pll' && r.batch === 1);
+    return one === undefined ? [] : s.rows.filter((r) => r.kind === 'pll' && r.batch > 1).map((r) => ({ s, r, ratio: one.dike.median / r.dike.median }));
+  });
+  out.push(
+    `- PLL batched never slower than Dikē's own B = 1: ${pllAll.map(({ s, r, ratio }) => `${s.name} B=${r.batch} ${ratio.toFixed(2)}×`).join(', ')} — ${pllAll.every((x) => x.ratio >= 1) ? '**met**' : '**not met**'}.`,
+    '',
+  );
   const slower = sections.flatMap((s) =>
     s.rows
       .filter((r) => r.torch.median < r.dike.median)

@@ -18,7 +18,7 @@
  */
 import * as fs from 'node:fs';
 import type { Tokenizer } from '../src/model/tokenizer.js';
-import { maskedBuckets, nonSpecialPositions } from '../src/score/masked.js';
+import { MASKED_MAX_TOKENS, maskedBuckets, nonSpecialPositions } from '../src/score/masked.js';
 
 export type Kind = 'forward' | 'forward-real' | 'pll';
 
@@ -86,9 +86,9 @@ export function makeCase(kind: Kind, sentences: readonly Sentence[], count: numb
   if (count > sentences.length) throw new Error(`${count} sentences wanted, ${sentences.length} available`);
   const groups: number[][] = [];
   for (let i = 0; i < count; i += batch) groups.push(Array.from({ length: Math.min(batch, count - i) }, (_, k) => i + k));
-  // pll: the batches maskedTokenLogprobs forms from a group (no token cap, as dikePass calls it).
+  // pll: the batches maskedTokenLogprobs forms from a group (its default token cap, as dikePass calls it).
   const batches =
-    kind === 'pll' ? groups.flatMap((g) => maskedBuckets(g.map((i) => sentences[i]!), Number.POSITIVE_INFINITY).map((b) => b.map((k) => g[k]!))) : groups;
+    kind === 'pll' ? groups.flatMap((g) => maskedBuckets(g.map((i) => sentences[i]!), MASKED_MAX_TOKENS).map((b) => b.map((k) => g[k]!))) : groups;
   let tokens = 0;
   for (let i = 0; i < count; i++) tokens += kind === 'pll' ? sentences[i]!.positions.length : sentences[i]!.ids.length;
   return { kind, batch, groups, batches, tokens, warmup, repeats };

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadCheckpoint } from '../src/model/checkpoint.js';
 import { HEAD_CHUNK_ROWS, ModelRunner, gatherRows, lengthBuckets, padBatch, type PaddedBatch } from '../src/runtime/session.js';
-import { maskedBuckets, maskedTokenLogprobs, nonSpecialPositions } from '../src/score/masked.js';
+import { MASKED_MAX_TOKENS, maskedBuckets, maskedTokenLogprobs, nonSpecialPositions } from '../src/score/masked.js';
 import { maskAndPadIds } from '../src/score/text.js';
 import { DATA, modelDir } from './fixtures.js';
 
@@ -73,6 +73,37 @@ describe('pseudo-log-likelihood batching on small-bert-mlm', () => {
       assert.equal(together[i]!.length, j.positions.length);
       assert.deepEqual(Array.from(together[i]!), Array.from(alone[i]!), `sentence ${i}`);
     });
+  });
+});
+
+describe('the default token cap of masked scoring', () => {
+  it('splits batches at MASKED_MAX_TOKENS (never a job) and changes no log-probability, bit for bit', async () => {
+    const ckpt = loadCheckpoint(modelDir('small-bert-mlm'));
+    const runner = await ModelRunner.create(ckpt, { threads: 1 });
+    const { mask, pad } = maskAndPadIds(ckpt);
+    // Eight copies of each of two short sentences (same length within each): every job is well under
+    // the cap, together they exceed it, so the default call must split them into several batches.
+    const lines = readFileSync(path.join(DATA, 'lm_corpus', 'valid.txt'), 'utf8').split('\n').filter((l) => l.trim() !== '');
+    const picked = lines.map((t) => ckpt.tokenizer.encode(t).ids).filter((ids) => ids.length >= 20 && ids.length <= 30);
+    const a = picked[0]!;
+    const b = picked.find((ids) => ids.length !== a.length)!;
+    const jobs = [...Array(8).fill(a), ...Array(8).fill(b)].map((ids: number[]) => ({ ids, positions: nonSpecialPositions(ids, ckpt.tokenizer.specialIds) }));
+    const tokensOf = (ids: number[]): number => ids.length * nonSpecialPositions(ids, ckpt.tokenizer.specialIds).length;
+    assert.ok(8 * tokensOf(a) > MASKED_MAX_TOKENS && tokensOf(a) < MASKED_MAX_TOKENS, 'the sample exceeds the cap only together');
+    const seen: PaddedBatch[] = [];
+    const hidden = runner.hidden.bind(runner);
+    runner.hidden = async (batch, layers) => (seen.push(batch), hidden(batch, layers));
+    const capped = await maskedTokenLogprobs(runner, mask, pad, jobs);
+    const cappedBatches = seen.splice(0);
+    const uncapped = await maskedTokenLogprobs(runner, mask, pad, jobs, { maxTokens: Number.POSITIVE_INFINITY });
+    const uncappedBatches = seen.splice(0);
+    await runner.dispose();
+    assert.equal(uncappedBatches.length, 2, 'without a cap: one batch per length');
+    // Each length's 8 jobs, in batches of as many whole jobs as fit under the cap.
+    const expected = [a, b].reduce((n, ids) => n + Math.ceil(8 / Math.floor(MASKED_MAX_TOKENS / tokensOf(ids))), 0);
+    assert.equal(cappedBatches.length, expected);
+    for (const x of cappedBatches) assert.ok(x.batch * x.seq <= MASKED_MAX_TOKENS, `a batch of ${x.batch} × ${x.seq} tokens`);
+    jobs.forEach((_, i) => assert.deepEqual(Array.from(capped[i]!), Array.from(uncapped[i]!), `job ${i}`));
   });
 });
 

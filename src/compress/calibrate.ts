@@ -217,6 +217,18 @@ class StatsSum {
 }
 
 /**
+ * Capture sessions run without ONNX Runtime's CPU memory arena. A capture run returns every Gram
+ * block as an output (≈ 300 MB of float32 per run for BERT-base-size's 72 maps), and the arena
+ * keeps such buffers for the session's life on top of the copies handed to JavaScript: peak RSS of
+ * the one-shot capture of BERT-base-size's 72 maps on 32 × 128 tokens fell from 3,470 to 2,908 MiB
+ * (bench/memory.ts measures it per workload). The statistics are the same bit for bit (where memory
+ * comes from does not change a kernel); test/gram-capture.test.ts and the GPTQ goldens pin them.
+ */
+function captureSessionOptions(threads: number | undefined): ort.InferenceSession.SessionOptions {
+  return { ...ortSessionOptions(threads), enableCpuMemArena: false };
+}
+
+/**
  * One pass of the body over every calibration batch: blocks `range` (the whole body when undefined)
  * with Gram outputs for `weights`; returns the statistics and, when asked, the hidden state leaving
  * the range per batch ([batch, seq, hidden]). `hiddenIn` is the residual stream entering the range
@@ -244,7 +256,7 @@ async function bodyPass(
   const fetches = sum.fetches();
   if (wantHidden) fetches.push(outName);
   // Only what the fetches need is built and run (a group's pass stops at the group's input).
-  const session = await ort.InferenceSession.create(graphToOnnx(keepOutputs(capture.graph, fetches)), ortSessionOptions(opts.threads));
+  const session = await ort.InferenceSession.create(graphToOnnx(keepOutputs(capture.graph, fetches)), captureSessionOptions(opts.threads));
   const hidden: Float32Array[] = [];
   const H = m.shape.hiddenSize;
   try {
@@ -280,7 +292,7 @@ async function headPass(
     dims: dimOf,
     ...(opts.gramBlock !== undefined ? { block: opts.gramBlock } : {}),
   });
-  const session = await ort.InferenceSession.create(graphToOnnx(head.graph), ortSessionOptions(opts.threads));
+  const session = await ort.InferenceSession.create(graphToOnnx(head.graph), captureSessionOptions(opts.threads));
   const sum = new StatsSum(head.grams, new Map());
   const fetches = sum.fetches();
   try {

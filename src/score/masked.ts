@@ -7,7 +7,7 @@
  */
 import { DikeError } from '../errors.js';
 import { ModelRunner, gatherRows, lengthBuckets, padBatch } from '../runtime/session.js';
-import { DEFAULT_MAX_TOKENS, type ScoreOptions } from './causal.js';
+import type { ScoreOptions } from './causal.js';
 
 export interface MaskedJob {
   /** The full token ids, special tokens included ([CLS] … [SEP]). */
@@ -16,6 +16,18 @@ export interface MaskedJob {
   positions: readonly number[];
 }
 
+/**
+ * Default cap on tokens (rows × length) per forward batch of masked copies. Past ≈ 2–4 K tokens a
+ * BERT's activations stop fitting the cache and every token costs more: CPU µs per token of one
+ * sentence's 22 copies repeated k times (bench/pll-tokens.ts, 2 threads, AMD EPYC) were, at 528 /
+ * 1056 / 2112 / 4224 / 8448 tokens per call, 2177 / 2146 / 2157 / 2350 / 2294 on BERT-base-size and
+ * 110.5 / 107.2 / 104.7 / 110.3 / 110.0 on small-bert-mlm. With 8192, batching sentences made
+ * BERT-base-size's PLL slower than one sentence per call (bench/RESULTS.md, issue 15). A job's copies
+ * are never split, so one long sentence may still exceed it. Every row's result is the same whatever
+ * the batch (test/batching.test.ts).
+ */
+export const MASKED_MAX_TOKENS = 2048;
+
 export async function maskedTokenLogprobs(
   runner: ModelRunner,
   maskId: number,
@@ -23,7 +35,7 @@ export async function maskedTokenLogprobs(
   jobs: readonly MaskedJob[],
   opts: ScoreOptions = {},
 ): Promise<Float32Array[]> {
-  const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
+  const maxTokens = opts.maxTokens ?? MASKED_MAX_TOKENS;
   const maxLen = runner.model.shape.maxPositions;
   jobs.forEach((j, i) => {
     if (j.ids.length > maxLen) throw new DikeError('', `text ${i + 1}`, `${j.ids.length} tokens exceed the model's ${maxLen} positions`);
