@@ -31,7 +31,7 @@ import { applyRecipe, parseRecipe, type CompressionResult } from '../compress/re
 import { inputStats } from '../compress/calibrate.js';
 import { Gemm } from '../compress/gemm.js';
 import { prepareHessian } from '../compress/methods/gptq.js';
-import { dequantize } from '../compress/quantizer.js';
+import { dequantize, findParamsT, grid, quantizeCode, type Grid } from '../compress/quantizer.js';
 import type { QuantState } from '../compress/types.js';
 
 /** The GPTQ the testbed is fragile for: the audit's default variant `gptq:bits=B,group_size=G`. */
@@ -43,7 +43,7 @@ export interface GptqFragileSpec {
 }
 
 /** Cells shrunk to this fraction of half a step (margin for float rounding between builds and runs). */
-const MARGIN = 0.45;
+const MARGIN = 0.49;
 
 /** One matrix's description of the set, in [out, in] orientation. */
 export interface GptqMatrixSet {
@@ -65,6 +65,16 @@ export interface GptqMatrixSet {
   /** B's residuals z and V-prefix sums c_blk, [rows, cols]. */
   zB: Float64Array;
   cbB: Float64Array;
+  /** GPTQ(B)'s codes, [rows, cols], and its grid. */
+  codes: Uint8Array;
+  grid: Grid;
+  /**
+   * Entries whose value, when GPTQ reaches them, is their group's largest |V| itself (a group's top at
+   * the first column of a block after the first): a negative one sits exactly on the tie between the two
+   * lowest codes (V / scale = −maxq/2), which float rounding decides. The projection picks, among the
+   * float32 values next to the one it computes, one that float rounding sends to B's code.
+   */
+  ties: Uint8Array;
 }
 
 export interface GptqFragileSet {
@@ -150,6 +160,7 @@ export function matrixSet(t: LinearInfo, stored: Float32Array, quantized: Float3
   const zhi = new Float64Array(rows * cols);
   const vlo = new Float64Array(rows * cols);
   const vhi = new Float64Array(rows * cols);
+  const ties = new Uint8Array(rows * cols);
   for (let o = 0; o < rows; o++) {
     for (let g = 0; g < groups; g++) {
       const scale = st.scales[o * groups + g]!;
@@ -165,6 +176,7 @@ export function matrixSet(t: LinearInfo, stored: Float32Array, quantized: Float3
         zlo[k] = Math.min(zB[k]!, code === 0 ? -Infinity : -MARGIN * scale);
         zhi[k] = Math.max(zB[k]!, code === maxq(st) ? Infinity : MARGIN * scale);
         if (j === top) {
+          if (j === from[j] && j > 0) ties[k] = 1;
           vlo[k] = VB[k]!;
           vhi[k] = VB[k]!;
         } else {
@@ -175,7 +187,9 @@ export function matrixSet(t: LinearInfo, stored: Float32Array, quantized: Float3
       }
     }
   }
-  return { info: t, rows, cols, Q, U, zlo, zhi, vlo, vhi, from, zB, cbB };
+  const codes = new Uint8Array(rows * cols);
+  codes.set(st.codes);
+  return { info: t, rows, cols, Q, U, zlo, zhi, vlo, vhi, from, zB, cbB, codes, grid: grid(st.bits, st.symmetric), ties };
 }
 
 function maxq(st: QuantState): number {
@@ -193,6 +207,8 @@ export function projectGptq(m: GptqMatrixSet, v: Float32Array): number {
   const z = new Float64Array(cols);
   const cpre = new Float64Array(cols);
   const cb = new Float64Array(cols);
+  const zl = new Float64Array(cols);
+  const zh = new Float64Array(cols);
   let shrunk = 0;
   for (let o = 0; o < rows; o++) {
     const r = o * cols;
@@ -207,12 +223,43 @@ export function projectGptq(m: GptqMatrixSet, v: Float32Array): number {
       // z_j's interval: the cell, and V_j = Q_j + blk + z_j inside [vlo, vhi].
       const a0 = vlo[k]! - Q[k]!;
       const b0 = vhi[k]! - Q[k]!;
-      if (a0 - blk > zhi[k]! || b0 - blk < zlo[k]!) {
+      // Infeasible beyond float noise (B itself may sit on a boundary: a tolerance of 1e-4 of the cell).
+      const tol = 1e-4 * Math.min(Math.abs(zhi[k]!), Math.abs(zlo[k]!));
+      const infeasible = (): boolean => a0 - blk > zhi[k]! + tol || b0 - blk < zlo[k]! - tol;
+      if (infeasible() && j - 1 >= f) {
+        // First try the previous column alone: blk moves by ΔE_p·U_pj, nothing between them changes.
+        const p = j - 1;
+        const u = U[p * cols + j]! / U[p * cols + p]!; // ∂blk/∂z_p
+        const rest = blk - z[p]! * u;
+        // Need a0 − blk ≤ zhi and b0 − blk ≥ zlo: blk ∈ [a0 − zhi, b0 − zlo]; aim 2% of the cell inside,
+        // so that float32 storage does not put the stored row back outside.
+        const inside = 0.02 * Math.min(Math.abs(zhi[k]!), Math.abs(zlo[k]!));
+        const L = Math.min(a0 - zhi[k]! + inside, cbB[k]!); // B's own value stays allowed
+        const R = Math.max(b0 - zlo[k]! - inside, cbB[k]!);
+        let lo = zl[p]!;
+        let hi = zh[p]!;
+        if (u > 0) {
+          lo = Math.max(lo, (L - rest) / u);
+          hi = Math.min(hi, (R - rest) / u);
+        } else if (u < 0) {
+          lo = Math.max(lo, (R - rest) / u);
+          hi = Math.min(hi, (L - rest) / u);
+        } else hi = -Infinity;
+        if (lo <= hi) {
+          z[p] = Math.min(hi, Math.max(lo, z[p]!));
+          E[p] = z[p]! / U[p * cols + p]!;
+          W[r + p] = Q[r + p]! + cpre[p]! + cb[p]! + z[p]!;
+          blk = rest + z[p]! * u;
+          pre = 0;
+          for (let i = 0; i < f; i++) pre += E[i]! * U[i * cols + j]!;
+        }
+      }
+      if (infeasible()) {
         // Scale the change of columns f..j−1 from B by t: blk(t) = blkB + t·(blk − blkB).
         const blkB = cbB[k]!;
         const d = blk - blkB;
         let t = d > 0 ? (b0 - zlo[k]! - blkB) / d : (a0 - zhi[k]! - blkB) / d;
-        t = Number.isFinite(t) ? Math.max(0, Math.min(1, t)) * (1 - 1e-9) : 0;
+        t = Number.isFinite(t) ? Math.max(0, Math.min(1, t)) * 0.98 : 0; // 2% inside, as above
         for (let i = f; i < j; i++) {
           z[i] = zB[r + i]! + t * (z[i]! - zB[r + i]!);
           E[i] = z[i]! / U[i * cols + i]!;
@@ -227,14 +274,47 @@ export function projectGptq(m: GptqMatrixSet, v: Float32Array): number {
       const want = W[k]! - Q[k]! - pre - blk;
       const zj = Math.min(hi, Math.max(lo, want));
       z[j] = zj;
+      zl[j] = lo;
+      zh[j] = hi;
       E[j] = zj / U[j * cols + j]!;
       cpre[j] = pre;
       cb[j] = blk;
       W[k] = Q[k]! + pre + blk + zj;
     }
+    // Ties last: a later column's scaling back may have moved them (their `pre` is final by now).
+    for (let j = 0; j < cols; j++) if (m.ties[r + j]) W[r + j] = nearestWithCode(m.grid, Math.fround(W[r + j]!), cpre[j]!, m.codes[r + j]!);
     if (rowShrunk) shrunk++;
   }
   if (info.layout === 'out-in') for (let i = 0; i < W.length; i++) v[i] = W[i]!;
   else for (let i = 0; i < cols; i++) for (let o = 0; o < rows; o++) v[i * rows + o] = W[o * cols + i]!;
   return shrunk;
+}
+
+const f32 = new Float32Array(1);
+const i32 = new Int32Array(f32.buffer);
+
+/** The float32 value x moved by n units in the last place. */
+function ulps(x: number, n: number): number {
+  f32[0] = x;
+  if (x === 0) return n === 0 ? 0 : Math.sign(n) * 1.4e-45 * Math.abs(n);
+  i32[0] += x > 0 ? n : -n;
+  return f32[0]!;
+}
+
+/**
+ * Of w and the float32 values next to it, the nearest whose block-start value V = w − pre, the largest
+ * of its group (so the grid comes from it alone, as findParamsT computes it), GPTQ rounds to `code`.
+ */
+function nearestWithCode(g: Grid, w: number, pre: number, code: number): number {
+  const scale = new Float32Array(1);
+  const zero = new Uint8Array(1);
+  for (let d = 0; d <= 64; d++) {
+    for (const n of d === 0 ? [0] : [d, -d]) {
+      const c = ulps(w, n);
+      const V = c - pre;
+      findParamsT(g, [V], 1, 0, 1, scale, zero, 1, 0);
+      if (quantizeCode(V, scale[0]!, zero[0]!, g.maxq) === code) return c;
+    }
+  }
+  return w;
 }
