@@ -44,6 +44,8 @@ export interface GptqFragileSpec {
 
 /** Cells shrunk to this fraction of half a step (margin for float rounding between builds and runs). */
 const MARGIN = 0.49;
+/** How many earlier columns the projection tries, one at a time, before scaling a row's block back. */
+const REPAIR_REACH = 32;
 
 /** One matrix's description of the set, in [out, in] orientation. */
 export interface GptqMatrixSet {
@@ -227,31 +229,46 @@ export function projectGptq(m: GptqMatrixSet, v: Float32Array): number {
       const tol = 1e-4 * Math.min(Math.abs(zhi[k]!), Math.abs(zlo[k]!));
       const infeasible = (): boolean => a0 - blk > zhi[k]! + tol || b0 - blk < zlo[k]! - tol;
       if (infeasible() && j - 1 >= f) {
-        // First try the previous column alone: blk moves by ΔE_p·U_pj, nothing between them changes.
-        const p = j - 1;
-        const u = U[p * cols + j]! / U[p * cols + p]!; // ∂blk/∂z_p
-        const rest = blk - z[p]! * u;
+        // First try one earlier column p of the block (nearest first, back to the row's previous top):
+        // blk_j moves by Δz_p·U_pj/U_pp; the columns between keep their z, their V (and W) move along
+        // and must stay inside their V intervals.
         // Need a0 − blk ≤ zhi and b0 − blk ≥ zlo: blk ∈ [a0 − zhi, b0 − zlo]; aim 2% of the cell inside,
         // so that float32 storage does not put the stored row back outside.
         const inside = 0.02 * Math.min(Math.abs(zhi[k]!), Math.abs(zlo[k]!));
         const L = Math.min(a0 - zhi[k]! + inside, cbB[k]!); // B's own value stays allowed
         const R = Math.max(b0 - zlo[k]! - inside, cbB[k]!);
-        let lo = zl[p]!;
-        let hi = zh[p]!;
-        if (u > 0) {
-          lo = Math.max(lo, (L - rest) / u);
-          hi = Math.min(hi, (R - rest) / u);
-        } else if (u < 0) {
-          lo = Math.max(lo, (R - rest) / u);
-          hi = Math.min(hi, (L - rest) / u);
-        } else hi = -Infinity;
-        if (lo <= hi) {
-          z[p] = Math.min(hi, Math.max(lo, z[p]!));
-          E[p] = z[p]! / U[p * cols + p]!;
+        for (let p = j - 1; p >= Math.max(f, j - REPAIR_REACH); p--) {
+          if (vlo[r + p] === vhi[r + p]) break; // a top: its V may not move, nor may those after it
+          const upp = U[p * cols + p]!;
+          // Δ = new z_p − z_p; blk_j(Δ) = blk + Δ·U_pj/U_pp.
+          let lo = zl[p]! - z[p]!;
+          let hi = zh[p]! - z[p]!;
+          const cut = (c: number, vl: number, vh: number): void => {
+            // vl ≤ v + Δ·c ≤ vh (v folded into vl, vh by the caller)
+            if (c > 0) {
+              lo = Math.max(lo, vl / c);
+              hi = Math.min(hi, vh / c);
+            } else if (c < 0) {
+              lo = Math.max(lo, vh / c);
+              hi = Math.min(hi, vl / c);
+            } else if (vl > 0 || vh < 0) hi = -Infinity;
+          };
+          cut(U[p * cols + j]! / upp, L - blk, R - blk);
+          for (let i = p + 1; i < j && lo <= hi; i++) {
+            const v = Q[r + i]! + cb[i]! + z[i]!;
+            cut(U[p * cols + i]! / upp, vlo[r + i]! - v, vhi[r + i]! - v);
+          }
+          if (!(lo <= hi)) continue;
+          const delta = Math.min(hi, Math.max(lo, 0));
+          z[p] = z[p]! + delta;
+          E[p] = z[p]! / upp;
           W[r + p] = Q[r + p]! + cpre[p]! + cb[p]! + z[p]!;
-          blk = rest + z[p]! * u;
-          pre = 0;
-          for (let i = 0; i < f; i++) pre += E[i]! * U[i * cols + j]!;
+          for (let i = p + 1; i < j; i++) {
+            cb[i] = cb[i]! + (delta * U[p * cols + i]!) / upp;
+            W[r + i] = Q[r + i]! + cpre[i]! + cb[i]! + z[i]!;
+          }
+          blk += (delta * U[p * cols + j]!) / upp;
+          break;
         }
       }
       if (infeasible()) {
