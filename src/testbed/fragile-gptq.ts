@@ -298,8 +298,23 @@ export function projectGptq(m: GptqMatrixSet, v: Float32Array): number {
       cb[j] = blk;
       W[k] = Q[k]! + pre + blk + zj;
     }
-    // Ties last: a later column's scaling back may have moved them (their `pre` is final by now).
-    for (let j = 0; j < cols; j++) if (m.ties[r + j]) W[r + j] = nearestWithCode(m.grid, Math.fround(W[r + j]!), cpre[j]!, m.codes[r + j]!);
+    // Ties last, on the row as it will be stored (float32): GPTQ's V at a tie depends on the errors of
+    // every earlier block computed from the stored values, to below a float32 step of V / scale.
+    let tie = false;
+    for (let j = 0; j < cols && !tie; j++) tie = m.ties[r + j] === 1;
+    if (tie) {
+      for (let j = 0; j < cols; j++) {
+        const k = r + j;
+        W[k] = Math.fround(W[k]!);
+        let pre = 0;
+        let blk = 0;
+        const f = from[j]!;
+        for (let i = 0; i < f; i++) pre += E[i]! * U[i * cols + j]!;
+        for (let i = f; i < j; i++) blk += E[i]! * U[i * cols + j]!;
+        if (m.ties[k]) W[k] = nearestWithCode(m.grid, W[k]!, pre, m.codes[k]!);
+        E[j] = (W[k]! - Q[k]! - pre - blk) / U[j * cols + j]!;
+      }
+    }
     if (rowShrunk) shrunk++;
   }
   if (info.layout === 'out-in') for (let i = 0; i < W.length; i++) v[i] = W[i]!;
