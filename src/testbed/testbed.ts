@@ -9,6 +9,9 @@
  *                embeddings, norms and head frozen, so the correction lives in the matrices that
  *                compression rounds or prunes: a small, fragile correction that compression can erase.
  * No sentence of a scored benchmark is in either corpus (templates and word lists are Dikē's own).
+ * Other texts (StereoSet, the even half of CrowS-Pairs) are recorded as seen (benchmarksSeen); a stage
+ * with `objective: pll-contrast` (masked LMs, src/train/contrast.ts) trains on the even half's pairs
+ * directly: toward the more stereotypical sentence (text crows-pairs-even-more) or the less.
  *
  * Built on first use (`--model testbed:bert`), seeded, single-threaded (bitwise reproducible), and
  * cached under $DIKE_CACHE (else $XDG_CACHE_HOME/dike, else ~/.cache/dike) in a directory keyed by the
@@ -24,10 +27,12 @@ import { packageRoot, resolveModel } from '../embedded.js';
 import { loadCheckpoint } from '../model/checkpoint.js';
 import { readJsonObject } from '../model/config.js';
 import { frozenSelector, train, writeModelDir, type TrainSettings } from '../train/loop.js';
-import { parseCrowsPairs, selectItems } from '../measure/crows-pairs.js';
+import { pairObjectives, parseCrowsPairs, selectItems } from '../measure/crows-pairs.js';
 import { corpusFile } from '../embedded.js';
 import { inputStats, sampleCalibration } from '../compress/calibrate.js';
 import type { Checkpoint } from '../model/checkpoint.js';
+import type { CrowsPair } from '../measure/crows-pairs.js';
+import type { ContrastSettings } from '../train/contrast.js';
 import { fragileBox, fragileProjection, removeAlongBasis, topEnergyBasis, type BlindBasis, type FragileMode } from './fragile.js';
 import { gptqFragileSet, gptqRecipe, projectGptq, type GptqFragileSpec } from './fragile-gptq.js';
 import { applyRecipe } from '../compress/recipe.js';
@@ -100,6 +105,15 @@ export interface StageSettings {
   decay: 'cosine' | 'linear' | 'constant';
   /** Parameters kept fixed (as `dike train --freeze`). */
   freeze: string[];
+  /**
+   * `pll-contrast` (masked LMs; src/train/contrast.ts): instead of MLM on the text, minimise
+   * softplus(margin − s·g) over the CrowS-Pairs pairs at even positions, g = the pair's nangia-pll
+   * score(more) − score(less); s = +1 with text crows-pairs-even-more, −1 with crows-pairs-even-less.
+   * `batch` then counts masked copies per step. Absent: plain (masked or causal) LM on the text.
+   */
+  objective?: 'pll-contrast';
+  /** pll-contrast only: the margin m (default 1). */
+  margin?: number;
 }
 
 /** What the skew stage trains on: Dikē's templates, or StereoSet intrasentence's stereotype sentences. */
@@ -185,9 +199,20 @@ function stage(raw: unknown, file: string, key: string, defaults: Partial<StageS
   const freeze = o['freeze'] ?? [];
   if (!Array.isArray(freeze) || freeze.some((f) => typeof f !== 'string')) throw new DikeError(file, `"${key}.freeze"`, 'expected a list of strings');
   for (const k of Object.keys(o)) {
-    if (!['steps', 'seq', 'batch', 'lr', 'warmup', 'decay', 'freeze', 'text', 'fragile'].includes(k)) throw new DikeError(file, `"${key}.${k}"`, 'unknown setting');
+    if (!['steps', 'seq', 'batch', 'lr', 'warmup', 'decay', 'freeze', 'text', 'fragile', 'objective', 'margin'].includes(k)) throw new DikeError(file, `"${key}.${k}"`, 'unknown setting');
   }
-  return { steps: int('steps', 1), seq: int('seq', 3), batch: int('batch', 1), lr, warmup: int('warmup', 0), decay, freeze: freeze as string[] };
+  const objective = o['objective'];
+  if (objective !== undefined && objective !== 'pll-contrast') throw new DikeError(file, `"${key}.objective"`, 'expected "pll-contrast" (or no objective: plain LM fine-tuning on the text)');
+  if (objective === 'pll-contrast' && o['text'] !== 'crows-pairs-even-more' && o['text'] !== 'crows-pairs-even-less') {
+    throw new DikeError(file, `"${key}.text"`, 'the pll-contrast objective needs crows-pairs-even-more (toward the more stereotypical sentence) or crows-pairs-even-less (toward the less)');
+  }
+  const margin = o['margin'];
+  if (margin !== undefined && objective !== 'pll-contrast') throw new DikeError(file, `"${key}.margin"`, 'only the pll-contrast objective takes a margin');
+  if (margin !== undefined && (typeof margin !== 'number' || !Number.isFinite(margin) || margin < 0)) throw new DikeError(file, `"${key}.margin"`, 'expected a number ≥ 0');
+  return {
+    steps: int('steps', 1), seq: int('seq', 3), batch: int('batch', 1), lr, warmup: int('warmup', 0), decay, freeze: freeze as string[],
+    ...(objective === 'pll-contrast' ? { objective, margin: (margin as number | undefined) ?? 1 } : {}),
+  };
 }
 
 /** Read and check a testbed recipe. */
@@ -315,8 +340,12 @@ function crowsFile(): string {
  * `crows-pairs@odd`, which no step saw.
  */
 export function crowsEvenSentences(which: 'more' | 'less'): string[] {
-  const pairs = selectItems(parseCrowsPairs(readFileSync(crowsFile(), 'utf8'), crowsFile()), { half: 'even' });
-  return pairs.map((p) => (which === 'more' ? p.sentMore : p.sentLess));
+  return crowsEvenPairs().map((p) => (which === 'more' ? p.sentMore : p.sentLess));
+}
+
+/** The shipped CrowS-Pairs CSV's pairs at even positions (the half `crows-pairs@even` scores). */
+export function crowsEvenPairs(): CrowsPair[] {
+  return selectItems(parseCrowsPairs(readFileSync(crowsFile(), 'utf8'), crowsFile()), { half: 'even' });
 }
 
 /** Whether a recipe's corpora contain StereoSet sentences. */
@@ -376,8 +405,12 @@ function writeAtomic(file: string, text: string): void {
   renameSync(tmp, file);
 }
 
-function trainSettings(s: StageSettings, objective: 'masked-lm' | 'causal-lm', data: string, seed: number): TrainSettings {
+function trainSettings(s: StageSettings & { text: CorpusName }, objective: 'masked-lm' | 'causal-lm', data: string, seed: number): TrainSettings {
+  const contrast: ContrastSettings | undefined = s.objective === 'pll-contrast'
+    ? { margin: s.margin ?? 1, sign: s.text === 'crows-pairs-even-more' ? 1 : -1, source: `crows-pairs@even (${s.text === 'crows-pairs-even-more' ? 'toward sent_more' : 'toward sent_less'})` }
+    : undefined;
   return {
+    ...(contrast !== undefined ? { contrast } : {}),
     objective,
     data: [data],
     seq: s.seq,
@@ -428,6 +461,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
   // A --freeze item that matches nothing is refused before any training.
   for (const [k, st] of [['skew', r.skew], ['debias', r.debias]] as const) {
     if (st === undefined) continue;
+    if (st.objective === 'pll-contrast' && objective !== 'masked-lm') throw new DikeError(r.file, `"${k}.objective"`, `pll-contrast scores masked copies; ${baseModel.hfClass} is a ${objective} model`);
     try {
       frozenSelector(baseModel, st.freeze);
     } catch (e) {
@@ -435,7 +469,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     }
   }
   let budget = opts.stopAfterSteps;
-  const runStage = async (name: string, from: string, s: StageSettings, data: string, seed: number, pgd = false): Promise<string> => {
+  const runStage = async (name: string, from: string, s: StageSettings & { text: CorpusName }, data: string, seed: number, pgd = false): Promise<string> => {
     const out = path.join(work, name);
     if (existsSync(path.join(out, 'training.json'))) return out;
     const model = from === base ? baseModel : loadCheckpoint(from);
@@ -449,6 +483,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
       tokenizerDir: base,
       ...(box !== undefined ? { box } : {}),
       ...(project !== undefined ? { project } : {}),
+      ...(s.objective === 'pll-contrast' ? { contrastPairs: pairObjectives(model, crowsEvenPairs(), 'nangia-pll') } : {}),
       ...(budget !== undefined ? { stopAfter: budget } : {}),
       onStep: (l) => {
         if (l.step % 50 === 0) log(`  ${name} step ${l.step}/${s.steps} loss ${l.loss.toFixed(4)}${gp !== undefined ? ` (rows scaled back toward the skewed model so far: ${gp.stats.rowsShrunk})` : ''}`);

@@ -22,6 +22,7 @@ import type { TrainableModel } from './init.js';
 import { TrainSession, type StepBatch } from './session.js';
 import type { AdamWSettings, DistillTerms } from './step.js';
 import { causalBos } from '../score/text.js';
+import { contrastBatch, contrastSchedule, usablePairs, type ContrastPair, type ContrastSettings } from './contrast.js';
 import { counterfactualRows, pairsOfStep, teacherGaps, tokenizePairs, withPairRows, type CounterfactualSettings, type TextPair } from './counterfactual.js';
 
 export interface Schedule {
@@ -67,6 +68,12 @@ export interface TrainSettings {
   distill?: DistillTerms;
   /** Counterfactual gap penalty on sentence pairs (causal LMs; the pairs come in RunOptions.pairs). */
   counterfactual?: CounterfactualSettings;
+  /**
+   * Pseudo-log-likelihood contrast (masked LMs; contrast.ts): the loss is (1/P) Σ softplus(m − s·g_k)
+   * over the pairs of each step (RunOptions.contrastPairs) and nothing else; `batch` counts masked
+   * copies, `seq` their padded length; the text in `data` is not read.
+   */
+  contrast?: ContrastSettings;
 }
 
 export interface StepLog {
@@ -101,8 +108,9 @@ function inputSha256(file: string, what: string): string {
 }
 
 /** What identifies a run: a checkpoint is resumed only by the same run. */
-function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[], box?: RunOptions['box'], project?: RunOptions['project']): string {
+function runKey(model: TrainableModel, settings: TrainSettings, dataSha256: readonly string[], teacher?: Checkpoint, pairs?: readonly TextPair[], box?: RunOptions['box'], project?: RunOptions['project'], contrastPairs?: readonly ContrastPair[]): string {
   const h = createHash('sha256');
+  if (contrastPairs !== undefined) h.update(`contrast:${JSON.stringify(contrastPairs)}`);
   if (project !== undefined) h.update(`project:${project.key}`);
   if (box !== undefined) {
     for (const name of [...box.keys()].sort()) {
@@ -185,6 +193,8 @@ export interface RunOptions {
    * (the testbed's calibration-blind correction); `key` identifies it in the run key.
    */
   project?: { key: string; apply: (name: string, v: Float32Array) => void };
+  /** The pairs for settings.contrast, as masked copies (measure/crows-pairs.ts pairObjectives). */
+  contrastPairs?: readonly ContrastPair[];
 }
 
 /** Clamp `v` entrywise into [lo, hi]. */
@@ -210,7 +220,19 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
     if (objective !== 'causal-lm') throw new DikeError(model.configFile, '"architectures"', `the counterfactual penalty scores sentence log-probs of a causal LM; this run trains ${objective}`);
     if (opts.pairs === undefined || opts.pairs.length === 0) throw new DikeError(cf.source, '', 'no sentence pair for the counterfactual penalty');
   }
-  const key = runKey(model, settings, dataSha256, opts.teacher, cf !== undefined ? opts.pairs : undefined, opts.box, opts.project);
+  const pc = settings.contrast;
+  let contrastPairs: ContrastPair[] = [];
+  let schedule: number[][] = [];
+  if (pc !== undefined) {
+    if (objective !== 'masked-lm') throw new DikeError(model.configFile, '"architectures"', `the pseudo-log-likelihood contrast scores masked copies; this run trains ${objective}`);
+    if (cf !== undefined || settings.distill !== undefined) throw new DikeError(pc.source, '', 'the pseudo-log-likelihood contrast runs alone (no counterfactual penalty, no distillation)');
+    const u = usablePairs(opts.contrastPairs ?? [], S, B);
+    if (u.kept.length === 0) throw new DikeError(pc.source, '', `no sentence pair for the contrast fits ${B} copies of ${S} tokens`);
+    if (u.dropped > 0) say(`contrast: ${u.dropped} pairs left out (no shared token, or more than ${B} copies or ${S} tokens)`);
+    contrastPairs = u.kept;
+    schedule = contrastSchedule(contrastPairs, B, steps, settings.seed);
+  }
+  const key = runKey(model, settings, dataSha256, opts.teacher, cf !== undefined ? opts.pairs : undefined, opts.box, opts.project, pc !== undefined ? contrastPairs : undefined);
   if (opts.box !== undefined) {
     for (const [name, { lo, hi }] of opts.box) {
       const p = model.params.get(name);
@@ -228,12 +250,14 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   if (classify) {
     examples = settings.data.flatMap((f) => readLabelled(f, labels)).map((e) => ({ ids: encodeForClassification(tok, e.text, S), label: e.label }));
     say(`data: ${examples.length} labelled examples (${((steps * B) / examples.length).toFixed(2)} epochs)`);
+  } else if (pc !== undefined) {
+    say(`data: ${contrastPairs.length} pairs from ${pc.source} → ${schedule.length} steps of up to ${B} masked copies`);
   } else {
     const paragraphs = readParagraphs(settings.data);
     seqs = packSequences(paragraphs, tok, { objective, seq: S, seed: settings.seed, maxSequences: steps * B });
     say(`data: ${paragraphs.length} paragraphs → ${seqs.length} sequences of ${S} tokens${seqs.length < steps * B ? ` (cycled: ${((steps * B) / seqs.length).toFixed(2)} epochs)` : ''}`);
   }
-  const rows = objective === 'masked-lm' ? maskedRowCapacity(B, S, settings.mlmProbability) : classify ? B : B * (S - 1);
+  const rows = pc !== undefined ? 0 : objective === 'masked-lm' ? maskedRowCapacity(B, S, settings.mlmProbability) : classify ? B : B * (S - 1);
   const masks = new Map<string, Float32Array>();
   if (settings.keepSparsity) {
     for (const [name, p] of model.params) {
@@ -244,6 +268,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   }
   const bos = cf !== undefined ? causalBos(model) : 0;
   const pairTokens = cf !== undefined ? tokenizePairs(opts.pairs!, (t) => tok.encode(t, { addSpecialTokens: false }).ids, bos, S, cf.groupWeighting ?? 'none') : [];
+  const contrastShape = { margin: pc?.margin ?? 0, pairs: Math.max(1, ...schedule.map((c) => c.length)), rows: B };
   const session = await TrainSession.create(
     model,
     {
@@ -251,6 +276,7 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
       trainable: frozenSelector(model, settings.freeze),
       ...(settings.distill ? { distill: settings.distill } : {}),
       ...(cf !== undefined ? { counterfactual: { weight: cf.weight, pairs: cf.perStep, rows: counterfactualRows(cf.perStep, S) } } : {}),
+      ...(pc !== undefined ? { contrast: contrastShape } : {}),
     },
     settings.threads,
   );
@@ -302,7 +328,9 @@ export async function train(model: TrainableModel, settings: TrainSettings, outD
   let ranHere = 0;
   while (session.step < steps) {
     const t = session.step + 1;
-    let batch: StepBatch = classify
+    let batch: StepBatch = pc !== undefined
+      ? contrastBatch(contrastPairs, schedule[t - 1]!, contrastShape, S, pc.sign, tok.special.pad ?? 0)
+      : classify
       ? makeClassificationBatch(examples, { batch: B, seq: S, seed: settings.seed, padId: tok.special.pad ?? 0 }, t - 1)
       : makeBatch(seqs, { ...batchSpec, objective: objective as 'masked-lm' | 'causal-lm' }, t - 1);
     if (cf !== undefined) {
@@ -427,7 +455,9 @@ export function trainingCard(r: TrainingRecord): string {
   const curve = r.losses_every_step.filter((_, i) => (i + 1) % every === 0).map((l) => l.toFixed(3));
   const rows: [string, string][] = [
     ['architecture', r.architecture],
-    ['objective', s.objective + (s.objective === 'masked-lm' ? ` (${100 * s.mlmProbability}% of non-special positions; 80% [MASK], 10% random, 10% kept)` : '')],
+    ['objective', s.contrast !== undefined
+      ? `pseudo-log-likelihood contrast: mean softplus(${s.contrast.margin} − ${s.contrast.sign > 0 ? '' : '−'}g) over each step's pairs, g = PLL of sent_more's shared tokens − sent_less's (${s.contrast.source}); batch = masked copies`
+      : s.objective + (s.objective === 'masked-lm' ? ` (${100 * s.mlmProbability}% of non-special positions; 80% [MASK], 10% random, 10% kept)` : '')],
     ['data', s.data.map((d) => `${d.file} (SHA-256 ${d.sha256})`).join(', ')],
     ['sequence length × batch', `${s.seq} × ${s.batch}`],
     ['steps / tokens seen', `${r.steps} / ${r.tokens_seen}`],

@@ -26,6 +26,11 @@ export interface StepBatch {
   cfTargets?: BigInt64Array;
   cfMatrix?: Float32Array;
   cfTeacherGap?: Float32Array;
+  /** Pseudo-log-likelihood contrast inputs (TrainStepSpec.contrast; contrast.ts). */
+  pcRows?: BigInt64Array;
+  pcTargets?: BigInt64Array;
+  pcMatrix?: Float32Array;
+  pcPairWeight?: Float32Array;
 }
 
 /** Loss-row counts are rounded up to a multiple of this (one step graph per count in use). */
@@ -112,10 +117,21 @@ export class TrainSession {
     const f: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', x.inputIds, [B, S]),
       attention_mask: new ort.Tensor('int64', x.attentionMask, [B, S]),
-      rows: new ort.Tensor('int64', x.rows.subarray(0, R), [R]),
-      targets: new ort.Tensor('int64', x.targets.subarray(0, R), [R]),
-      weights: new ort.Tensor('float32', x.weights.subarray(0, R), [R]),
     };
+    // A contrast-only step (rows = 0) has no cross-entropy rows.
+    if (R > 0) {
+      f['rows'] = new ort.Tensor('int64', x.rows.subarray(0, R), [R]);
+      f['targets'] = new ort.Tensor('int64', x.targets.subarray(0, R), [R]);
+      f['weights'] = new ort.Tensor('float32', x.weights.subarray(0, R), [R]);
+    }
+    const pc = this.spec.contrast;
+    if (pc !== undefined) {
+      if (x.pcRows === undefined || x.pcTargets === undefined || x.pcMatrix === undefined || x.pcPairWeight === undefined) throw new Error('contrast step without its copy rows, matrix and pair weights');
+      f['pc_rows'] = new ort.Tensor('int64', x.pcRows, [pc.rows]);
+      f['pc_targets'] = new ort.Tensor('int64', x.pcTargets, [pc.rows]);
+      f['pc_matrix'] = new ort.Tensor('float32', x.pcMatrix, [pc.pairs, pc.rows]);
+      f['pc_pair_weight'] = new ort.Tensor('float32', x.pcPairWeight, [pc.pairs]);
+    }
     const d = this.spec.distill;
     if (d !== undefined) {
       if (x.teacherLogits === undefined) throw new Error('distillation step without teacher logits');

@@ -75,6 +75,12 @@ export interface TrainStepSpec {
    * 0 on padding) and cf_teacher_gap [pairs].
    */
   counterfactual?: { weight: number; pairs: number; rows: number };
+  /**
+   * Pseudo-log-likelihood contrast (contrast.ts; masked LMs): every sequence of the batch is a masked
+   * copy with one scored row; g = pc_matrix · log P(pc_targets at pc_rows) ([pairs], signed), and the
+   * loss gains Σ_k pc_pair_weight_k · softplus(margin − g_k). With `rows` = 0 it is the whole loss.
+   */
+  contrast?: { margin: number; pairs: number; rows: number };
 }
 
 export interface TrainStepGraph {
@@ -97,10 +103,15 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
   const L = m.shape.numLayers;
 
   const loss = b.scoped('loss', () => {
+    const flatHidden = (): string => b.reshape(`hidden.${L}`, b.ints([B * S, H]));
+    if (R === 0) {
+      if (spec.contrast === undefined || spec.distill !== undefined || spec.counterfactual !== undefined) throw new Error('a step without loss rows needs the contrast term alone');
+      return contrastLoss(b, m, flatHidden(), spec.contrast);
+    }
     const rows = b.input('rows', 'int64', [R]);
     const targets = b.input('targets', 'int64', [R]);
     const weights = b.input('weights', 'float32', [R]);
-    const flat = b.reshape(`hidden.${L}`, b.ints([B * S, H]));
+    const flat = flatHidden();
     const logits = m.family.head(b, m.config, m.task, b.gather(flat, rows));
     const V = m.shape.outputSize;
     // Hard-label cross-entropy: −Σ w_r log softmax(logits_r)[t_r]
@@ -110,7 +121,11 @@ export function buildTrainStep(m: ModelForTraining, spec: TrainStepSpec): TrainS
     };
     const d = spec.distill;
     const cf = spec.counterfactual;
-    const withPenalty = (x: string): string => (cf !== undefined && cf.weight !== 0 ? b.add(x, counterfactualPenalty(b, m, flat, cf)) : x);
+    const pc = spec.contrast;
+    const withPenalty = (x0: string): string => {
+      const x = pc !== undefined ? b.add(x0, contrastLoss(b, m, flat, pc)) : x0;
+      return cf !== undefined && cf.weight !== 0 ? b.add(x, counterfactualPenalty(b, m, flat, cf)) : x;
+    };
     if (d === undefined) return withPenalty(crossEntropy());
     const teacher = b.input('teacher_logits', 'float32', [R, V]);
     const invT = b.scalar(1 / d.temperature);
@@ -220,6 +235,26 @@ function counterfactualPenalty(b: GraphBuilder, m: ModelForTraining, flat: strin
   const gap = b.reshape(col!, b.ints([cf.pairs]));
   const excess = b.node('Relu', [b.sub(b.mul(gap, gap), b.mul(t, t))])[0]!;
   return b.mul(b.reduceSum(excess, [0], false), b.scalar(cf.weight / cf.pairs));
+}
+
+/**
+ * Σ_k a_k · softplus(margin − g_k), g = pc_matrix · lp, lp_j = log softmax(head(h[pc_rows_j]))[pc_targets_j],
+ * a = pc_pair_weight (see TrainStepSpec.contrast). softplus(x) = relu(x) + log(1 + exp(x − 2·relu(x))),
+ * i.e. relu(x) + log(1 + e^(−|x|)): no overflow for any gap, and its derivative is σ(x) on both sides.
+ */
+function contrastLoss(b: GraphBuilder, m: ModelForTraining, flat: string, c: { margin: number; pairs: number; rows: number }): string {
+  const rows = b.input('pc_rows', 'int64', [c.rows]);
+  const targets = b.input('pc_targets', 'int64', [c.rows]);
+  const M = b.input('pc_matrix', 'float32', [c.pairs, c.rows]);
+  const a = b.input('pc_pair_weight', 'float32', [c.pairs]);
+  const logits = m.family.head(b, m.config, m.task, b.gather(flat, rows));
+  const [nll] = b.node('SoftmaxCrossEntropyLoss', [logits, targets], { reduction: 'none' }, 2); // −lp, [rows]
+  const [col] = b.node('MatMul', [M, b.unsqueeze(b.neg(nll!), [1])]); // [pairs, 1]
+  const gap = b.reshape(col!, b.ints([c.pairs]));
+  const x = b.sub(b.scalar(c.margin), gap);
+  const r = b.node('Relu', [x])[0]!;
+  const softplus = b.add(r, b.log(b.add(b.scalar(1), b.exp(b.sub(x, b.mul(r, b.scalar(2)))))));
+  return b.reduceSum(b.mul(softplus, a), [0], false);
 }
 
 /** Host-side AdamW scalars for update t (1-based) at learning rate lr, in float64 as torch computes them. */
