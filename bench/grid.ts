@@ -323,7 +323,7 @@ const spec: CommandSpec = {
   name: 'grid',
   summary: 'the bias-aware grid: dike audit over rows × bits × testbed models → bench/GRID.md',
   flags: {
-    models: { type: 'list', default: 'testbed:gpt2', help: 'models (testbed:<name>, embedded names or directories; testbed:bert is not a working testbed yet)' },
+    models: { type: 'list', default: 'testbed:gpt2', help: 'models (testbed:<name> (bert, gpt2: RTN adds bias; bert-gptq, gpt2-gptq: GPTQ-3 adds bias), embedded names or directories)' },
     bits: { type: 'int-list', min: 2, max: 8, default: '4,3', help: 'bit widths' },
     rows: { type: 'string', default: 'all', help: 'plain, all, or row names (comma-separated, as in ROWS)' },
     benchmark: { type: 'list', default: 'crows-pairs', help: 'benchmarks (the methods must never have seen them)' },
