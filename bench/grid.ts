@@ -84,6 +84,10 @@ export const ROWS: GridRow[] = [
   { name: 'joint gptq α=0.5', kind: 'bias-aware', plain: 'gptq', spec: (b) => FAIR(b, 'alpha=0.5,solver=joint') },
   { name: 'fair-gptq quality_budget=0.02', kind: 'bias-aware', plain: 'gptq', spec: (b) => FAIR(b, 'quality_budget=0.02') },
   { name: 'fair-gptq counterfactual pairs', kind: 'bias-aware', plain: 'gptq', spec: (b) => `fair-gptq:bits=${b},group_size=${G},pairs=counterfactual,alpha=0.5,sum_hessians=1` },
+  // The budgeted row's own controls: the same α search with pairs that carry no group contrast, so that
+  // a pass of the budgeted row is not just the effect of any extra Hessian term at that α.
+  { name: 'fair-gptq shuffled pairs quality_budget=0.02 (control)', kind: 'control', plain: 'gptq', spec: (b) => `fair-gptq:bits=${b},group_size=${G},pairs=shuffled:stereoset,pairs_limit=64,quality_budget=0.02` },
+  { name: 'fair-gptq unrelated pairs quality_budget=0.02 (control)', kind: 'control', plain: 'gptq', spec: (b) => `fair-gptq:bits=${b},group_size=${G},pairs=unrelated:stereoset,pairs_limit=64,quality_budget=0.02` },
   // Pruning (issue 16): each bias-aware row is judged against the plain method it modifies.
   { name: 'sparsegpt-0.5', kind: 'plain', spec: () => 'sparsegpt:sparsity=0.5', bitless: true },
   { name: 'wanda-0.5', kind: 'plain', spec: () => 'wanda:sparsity=0.5', bitless: true },
@@ -323,7 +327,7 @@ const spec: CommandSpec = {
   name: 'grid',
   summary: 'the bias-aware grid: dike audit over rows × bits × testbed models → bench/GRID.md',
   flags: {
-    models: { type: 'list', default: 'testbed:gpt2', help: 'models (testbed:<name>, embedded names or directories; testbed:bert is not a working testbed yet)' },
+    models: { type: 'list', default: 'testbed:gpt2', help: 'models (testbed:<name> (bert, gpt2: RTN adds bias; bert-gptq, gpt2-gptq: GPTQ-3 adds bias), embedded names or directories)' },
     bits: { type: 'int-list', min: 2, max: 8, default: '4,3', help: 'bit widths' },
     rows: { type: 'string', default: 'all', help: 'plain, all, or row names (comma-separated, as in ROWS)' },
     benchmark: { type: 'list', default: 'crows-pairs', help: 'benchmarks (the methods must never have seen them)' },

@@ -21,6 +21,8 @@ import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
 import { sha256File } from '../src/util/hash.js';
 import { fragileBox, fragileProjection, removeAlongBasis, topEnergyBasis } from '../src/testbed/fragile.js';
 import { crowsEvenSentences } from '../src/testbed/testbed.js';
+import { gptqFragileSet, projectGptq } from '../src/testbed/fragile-gptq.js';
+import { corpusFile } from '../src/embedded.js';
 import { parseCrowsPairs, selectItems } from '../src/measure/crows-pairs.js';
 import { benchmarkChoices, findBenchmark } from '../src/measure/registry.js';
 import { ModelRunner } from '../src/runtime/session.js';
@@ -254,6 +256,53 @@ describe('testbed build', () => {
     r['skew']!['text'] = 'crows-pairs-all';
     writeFileSync(file, JSON.stringify(r));
     assert.throws(() => readTestbedRecipe(file), /skew\.text.*expected one of templates, anti, counterfactual, stereoset-stereotype, stereoset-anti, crows-pairs-even-more, crows-pairs-even-less/);
+  });
+
+  it('a gptq-fragile debias leaves every quantized matrix in the set of its GPTQ result, the rest at the skewed model\'s', async () => {
+    const file = path.join(tmp, 'gq.json');
+    const r = JSON.parse(readFileSync(writeRecipe('gq-src', 1e-3), 'utf8')) as Record<string, Record<string, unknown>>;
+    r['name'] = 'gq' as unknown as Record<string, unknown>;
+    r['debias'] = { ...r['debias'], steps: 3, lr: 3e-3, freeze: ['embeddings', 'norms'], fragile: { bits: 4, group_size: 32, mode: 'pgd', method: 'gptq' } };
+    writeFileSync(file, JSON.stringify(r));
+    const dir = await buildTestbed(readTestbedRecipe(file), { cache: path.join(tmp, 'cacheGq') });
+    const T = loadCheckpoint(dir);
+    const S = loadCheckpoint(path.join(dir, 'skewed'));
+    // The set, recomputed here from the skewed model with the audit's default GPTQ (independent of the build's run).
+    const set = await gptqFragileSet(S, { bits: 4, group_size: 32, calibration: { file: corpusFile('train').file, samples: 32, seq: 64, seed: 20260101 } });
+    let moved = 0;
+    for (const [name, p] of T.params) {
+      const s = S.params.get(name)!.data;
+      const ms = set.matrices.get(name);
+      if (ms === undefined) {
+        assert.deepEqual(p.data, s, `${name} (not quantized by GPTQ) equals the skewed model's`);
+        continue;
+      }
+      const v = Float32Array.from(p.data);
+      projectGptq(ms, v);
+      for (let i = 0; i < v.length; i++) assert.ok(Math.abs(v[i]! - p.data[i]!) <= 1e-6, `${name}[${i}] is in the set`);
+      for (let i = 0; i < s.length; i++) if (p.data[i] !== s[i]) moved++;
+    }
+    assert.ok(set.matrices.size > 0 && moved > 1000, `the debias changed the quantized matrices (${moved} entries)`);
+    const rec = JSON.parse(readFileSync(path.join(dir, 'testbed.json'), 'utf8')) as { fragile: { method: string; gptqCodesDiffering: number; quantizedEntries: number } };
+    assert.equal(rec.fragile.method, 'gptq');
+    assert.equal(typeof rec.fragile.gptqCodesDiffering, 'number');
+    assert.ok(rec.fragile.quantizedEntries > 0);
+  });
+
+  it('fragile.method must be rtn or gptq, and gptq needs mode pgd and one width', () => {
+    const file = path.join(tmp, 'badmethod.json');
+    const r = JSON.parse(readFileSync(writeRecipe('badmethod-src', 1e-3), 'utf8')) as Record<string, Record<string, unknown>>;
+    r['debias']!['fragile'] = { bits: 3, group_size: 32, mode: 'pgd', method: 'awq' };
+    writeFileSync(file, JSON.stringify(r));
+    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.method.*expected rtn or gptq/);
+    for (const bad of [{ bits: [4, 3], mode: 'pgd' }, { bits: 3, mode: 'clip' }, { bits: 3 }]) {
+      r['debias']!['fragile'] = { group_size: 32, method: 'gptq', ...bad };
+      writeFileSync(file, JSON.stringify(r));
+      assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.method.*gptq needs mode pgd, one width/, JSON.stringify(bad));
+    }
+    r['debias']!['fragile'] = { bits: 3, group_size: 32, mode: 'pgd', method: 'gptq' };
+    writeFileSync(file, JSON.stringify(r));
+    assert.equal(readTestbedRecipe(file).debias.fragile?.method, 'gptq');
   });
 
   it('a build killed with SIGKILL mid-stage finishes on the next call with the uninterrupted weights', async () => {

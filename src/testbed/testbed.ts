@@ -34,6 +34,35 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import type { CrowsPair } from '../measure/crows-pairs.js';
 import type { ContrastSettings } from '../train/contrast.js';
 import { fragileBox, fragileProjection, removeAlongBasis, topEnergyBasis, type BlindBasis, type FragileMode } from './fragile.js';
+import { gptqFragileSet, gptqRecipe, projectGptq, type GptqFragileSpec } from './fragile-gptq.js';
+import { applyRecipe } from '../compress/recipe.js';
+
+/**
+ * The GPTQ a `fragile.method: gptq` testbed is made fragile for: the audit's default GPTQ variant
+ * (`gptq:bits=B,group_size=G`: sequential calibration on 32 × 64 tokens of the train text sampled with
+ * seed 20260101; cli/common-flags.ts VARIANT_CALIBRATION, stats/bootstrap.ts DEFAULT_SEED) on the shipped
+ * lm_corpus excerpt, i.e. an audit run without --data.
+ */
+function gptqSpec(f: FragileSettings): GptqFragileSpec {
+  return { bits: widthsOf(f)[0]!, group_size: f.group_size, calibration: { file: corpusFile('train').file, samples: 32, seq: 64, seed: 20260101 } };
+}
+
+/** The pgd projection of a `fragile.method: gptq` debias on the skewed model `m` (fragile-gptq.ts). */
+async function gptqProjector(m: Checkpoint, f: FragileSettings, log: (l: string) => void): Promise<{ key: string; apply: (name: string, v: Float32Array) => void; stats: { rowsShrunk: number } }> {
+  const spec = gptqSpec(f);
+  log(`  GPTQ ${spec.bits}-bit g${spec.group_size} of the skewed model and its Hessians (the set the debias stays in)`);
+  const set = await gptqFragileSet(m, spec);
+  const stats = { rowsShrunk: 0 };
+  return {
+    key: `gptq:${JSON.stringify({ bits: spec.bits, group_size: spec.group_size, samples: spec.calibration.samples, seq: spec.calibration.seq, seed: spec.calibration.seed })}`,
+    stats,
+    apply: (name, v) => {
+      const ms = set.matrices.get(name);
+      if (ms !== undefined) stats.rowsShrunk += projectGptq(ms, v);
+      else v.set(m.params.get(name)!.data); // everything GPTQ does not quantize stays at B's value
+    },
+  };
+}
 
 /** The calibration-blind projection of a pgd debias (FragileSettings.blind) on the skewed model `m`. */
 async function blindProjector(m: Checkpoint, blind: NonNullable<FragileSettings['blind']>, seed: number, log: (l: string) => void): Promise<{ key: string; apply: (name: string, v: Float32Array) => void }> {
@@ -131,6 +160,11 @@ export interface FragileSettings {
    * that calibrated methods (GPTQ) weigh it little. See fragile.ts topEnergyBasis.
    */
   blind?: { energy: number; samples: number; seq: number };
+  /**
+   * Which compression the correction hides from: `rtn` (default; the box of fragileBox) or `gptq` (pgd
+   * only, one width: the set of weights whose GPTQ result equals the skewed model's, fragile-gptq.ts).
+   */
+  method?: 'rtn' | 'gptq';
 }
 
 export interface WordList {
@@ -208,12 +242,15 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
     throw new DikeError(file, '"debias.fragile.blind"', 'expected { "energy": 0–1, "samples": N, "seq": N } with mode pgd');
   }
   if (fr !== undefined && fr['mode'] !== undefined && fr['mode'] !== 'revert' && fr['mode'] !== 'clip' && fr['mode'] !== 'pgd') throw new DikeError(file, '"debias.fragile.mode"', 'expected revert, clip or pgd');
+  const fmethod = fr?.['method'];
+  if (fmethod !== undefined && fmethod !== 'rtn' && fmethod !== 'gptq') throw new DikeError(file, '"debias.fragile.method"', 'expected rtn or gptq');
+  if (fmethod === 'gptq' && (fr?.['mode'] !== 'pgd' || typeof fr?.['bits'] !== 'number' || blind !== undefined)) throw new DikeError(file, '"debias.fragile.method"', 'gptq needs mode pgd, one width in "bits" and no "blind"');
   const skewRaw = o['skew'] as Record<string, unknown> | undefined;
   const skewText = skewRaw?.['text'] ?? 'templates';
   if (!CORPORA.includes(skewText as CorpusName)) throw new DikeError(file, '"skew.text"', `expected one of ${CORPORA.join(', ')}`);
   const name = str('name');
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
-  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text: text as CorpusName, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}), ...(blind !== undefined ? { blind: blind as unknown as FragileSettings['blind'] } : {}) } } : {}) }, file: path.resolve(file) };
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text: text as CorpusName, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}), ...(blind !== undefined ? { blind: blind as unknown as FragileSettings['blind'] } : {}), ...(fmethod !== undefined ? { method: fmethod as 'rtn' | 'gptq' } : {}) } } : {}) }, file: path.resolve(file) };
 }
 
 export function readWordList(file: string): WordList {
@@ -354,7 +391,7 @@ export interface TestbedRecord {
   corpora: { skew: { lines: number; sha256: string }; debias: { lines: number; sha256: string; text: string } };
   /** Benchmarks whose items the corpora contain (none for templates and word lists, Dikē's own). */
   benchmarksSeen: string[];
-  fragile?: FragileSettings & { reverted: number; quantizedEntries: number; iterations: number };
+  fragile?: FragileSettings & { reverted: number; quantizedEntries: number; iterations: number; gptqCodesDiffering?: number };
 }
 
 /** A copy of the base model as the testbed's skewed/ (no skew stage: the base is the biased model). */
@@ -437,9 +474,11 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     if (existsSync(path.join(out, 'training.json'))) return out;
     const model = from === base ? baseModel : loadCheckpoint(from);
     const fr = r.debias.fragile;
-    const box = pgd && fr !== undefined ? (await fragileBox(model, widthsOf(fr), fr.group_size)).box : undefined;
-    const project = pgd && fr?.blind !== undefined ? await blindProjector(model, fr.blind, r.seed, log) : undefined;
-    log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps${box !== undefined ? ', projected after every update into the RTN cells of the skewed model' : ''}`);
+    const viaGptq = pgd && fr?.method === 'gptq';
+    const box = pgd && fr !== undefined && !viaGptq ? (await fragileBox(model, widthsOf(fr), fr.group_size)).box : undefined;
+    const gp = viaGptq ? await gptqProjector(model, fr!, log) : undefined;
+    const project = gp ?? (pgd && fr?.blind !== undefined ? await blindProjector(model, fr.blind, r.seed, log) : undefined);
+    log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps${box !== undefined ? ', projected after every update into the RTN cells of the skewed model' : ''}${gp !== undefined ? ', projected after every update into the set of weights whose GPTQ equals the skewed model\'s' : ''}`);
     const res = await train(model, trainSettings(s, objective, data, seed), out, {
       tokenizerDir: base,
       ...(box !== undefined ? { box } : {}),
@@ -447,7 +486,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
       ...(s.objective === 'pll-contrast' ? { contrastPairs: pairObjectives(model, crowsEvenPairs(), 'nangia-pll') } : {}),
       ...(budget !== undefined ? { stopAfter: budget } : {}),
       onStep: (l) => {
-        if (l.step % 50 === 0) log(`  ${name} step ${l.step}/${s.steps} loss ${l.loss.toFixed(4)}`);
+        if (l.step % 50 === 0) log(`  ${name} step ${l.step}/${s.steps} loss ${l.loss.toFixed(4)}${gp !== undefined ? ` (rows scaled back toward the skewed model so far: ${gp.stats.rowsShrunk})` : ''}`);
       },
     });
     if (budget !== undefined) {
@@ -464,6 +503,23 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
   if (r.debias.fragile !== undefined) {
     const out = path.join(work, 'fragile');
     const done = path.join(out, 'fragile.json');
+    if (!existsSync(done) && r.debias.fragile.method === 'gptq') {
+      // The check: GPTQ of the debiased model, code by code against GPTQ of the skewed model.
+      const spec = gptqSpec(r.debias.fragile);
+      log(`testbed ${r.name}: checking that GPTQ ${spec.bits}-bit g${spec.group_size} of the debiased model equals that of the skewed model`);
+      const recipe = gptqRecipe(spec);
+      const [qB, qD] = [await applyRecipe(loadCheckpoint(skewDir), recipe, { threads: 1 }), await applyRecipe(loadCheckpoint(debiasDir), recipe, { threads: 1 })];
+      let codes = 0;
+      let differ = 0;
+      for (const [name, a] of qB.quantized) {
+        const b = qD.quantized.get(name)!;
+        codes += a.codes.length;
+        for (let i = 0; i < a.codes.length; i++) if (a.codes[i] !== b.codes[i]) differ++;
+      }
+      rmSync(out, { recursive: true, force: true });
+      cpSync(debiasDir, out, { recursive: true });
+      writeAtomic(done, JSON.stringify({ reverted: 0, quantizedEntries: codes, iterations: 0, gptqCodesDiffering: differ }) + '\n');
+    }
     if (!existsSync(done)) {
       log(`testbed ${r.name}: keeping the part of the debias change that RTN ${widthsOf(r.debias.fragile).join('/')}-bit g${r.debias.fragile.group_size} cannot see`);
       const deb = loadCheckpoint(debiasDir);
@@ -472,7 +528,7 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
       writeModelDir(out, deb, fr.values, base, 'F32');
       writeAtomic(done, JSON.stringify({ reverted: fr.reverted, quantizedEntries: fr.quantizedEntries, iterations: fr.iterations }) + '\n');
     }
-    const fj = JSON.parse(readFileSync(done, 'utf8')) as { reverted: number; quantizedEntries: number; iterations: number };
+    const fj = JSON.parse(readFileSync(done, 'utf8')) as { reverted: number; quantizedEntries: number; iterations: number; gptqCodesDiffering?: number };
     fragileNote = { ...r.debias.fragile, ...fj };
     debiasDir = out;
   }
