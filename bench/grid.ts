@@ -35,8 +35,17 @@ export interface GridRow {
   /** Row name (unique). */
   name: string;
   kind: 'plain' | 'bias-aware' | 'control' | 'reference';
-  /** The `dike audit --variant` spec at `bits` (the same spec for every width when bits do not apply). */
-  spec: (bits: number) => string;
+  /**
+   * The `dike audit --variant` spec at `bits` (the same spec for every width when bits do not apply);
+   * `locate` is the locate.json of a `locate` row (below).
+   */
+  spec: (bits: number, locate?: string) => string;
+  /**
+   * The row needs a `dike locate` run of RTN at `bits` (group 32) on the model, first-order prediction
+   * per matrix, on benchmarks disjoint from the ones the grid scores (`locateBenchmarks`): the grid runs
+   * it once per model and width into `<out>/<model>/locate-rtn<bits>` (reused when present).
+   */
+  locate?: boolean;
   /** bias-aware and control rows: the plain row they are judged against (same bits). */
   plain?: string;
   /** True when the row does not depend on the bit width (run once per model). */
@@ -98,6 +107,12 @@ export const ROWS: GridRow[] = [
   { name: 'heads-0.25', kind: 'plain', spec: () => 'heads:fraction=0.25,importance=ablation,global=true', bitless: true },
   { name: 'fair-heads 25% λ=1', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fair-heads:fraction=0.25,lambda=1,global=true,pairs=stereoset,pairs_limit=64', bitless: true },
   { name: 'fasp 25% γ=0.5', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fasp:fraction=0.25,gamma=0.5,pairs=stereoset,pairs_limit=64', bitless: true },
+  // Bias-aware mixed precision (issue 16): the matrices a `dike locate` of RTN at the grid's width ranks
+  // most bias-sensitive (first-order prediction, on the half or benchmark the grid does not score) at 8
+  // bits, the rest at the grid's width, one bit more on average; judged against the same allocation in
+  // a seeded random order (same size).
+  { name: 'mixed-precision random (+1 bit avg)', kind: 'plain', locate: true, spec: (b, loc) => `mixed-precision:locate=${loc},high_bits=8,low_bits=${b},avg_bits=${b + 1},group_size=${G},order=random` },
+  { name: 'mixed-precision by locate (+1 bit avg)', kind: 'bias-aware', plain: 'mixed-precision random (+1 bit avg)', locate: true, spec: (b, loc) => `mixed-precision:locate=${loc},high_bits=8,low_bits=${b},avg_bits=${b + 1},group_size=${G}` },
   // Distillation (issue 16; Ahn et al. 2022: plain KD amplifies gender bias): a student of every other
   // block, DistilBERT-style, 300 steps of 8 × 64 tokens of lm_corpus; fair KD adds the counterfactual
   // gap penalty beyond the teacher's on StereoSet pairs (causal LMs).
@@ -152,6 +167,20 @@ export function heldOutBenchmarks(benchmarks: readonly string[], seen: readonly 
   });
 }
 
+/**
+ * Where a locate row's sensitivities come from: for each scored benchmark, its other half when it is
+ * scored by halves (crows-pairs@odd → crows-pairs@even), else StereoSet, or CrowS-Pairs when StereoSet
+ * itself is scored; never a benchmark the grid scores.
+ */
+export function locateBenchmarks(scored: readonly string[]): string[] {
+  const out = scored.map((b) => {
+    const m = /^(.*)@(even|odd)$/.exec(b);
+    if (m) return `${m[1]}@${m[2] === 'odd' ? 'even' : 'odd'}`;
+    return b === 'stereoset' ? 'crows-pairs' : 'stereoset';
+  });
+  return [...new Set(out)].filter((b) => !scored.includes(b));
+}
+
 /** One audit per model over every available (row, bits); rows this build lacks are recorded as such. */
 export async function runGrid(o: GridOptions): Promise<GridModelResult[]> {
   const out: GridModelResult[] = [];
@@ -168,9 +197,21 @@ export async function runGrid(o: GridOptions): Promise<GridModelResult[]> {
       variants.push({ name: 'skewed', dir: path.join(dir, 'skewed'), spec: 'the testbed before its debias fine-tune' });
       cells.push({ model: m, row, bits: null, variant: 'skewed' });
     }
+    const slug0 = m.replace(/[^A-Za-z0-9_.-]/g, '_');
+    const scored = heldOutBenchmarks(o.benchmarks, readTestbedRecord(dir)?.benchmarksSeen ?? []);
     for (const row of o.rows) {
       for (const bits of row.bitless ? [null] : o.bits) {
-        const spec = row.spec(bits ?? 0);
+        let locateFile: string | undefined;
+        if (row.locate === true) {
+          try {
+            locateFile = locateRun(dir, bits ?? 4, locateBenchmarks(scored).slice(0, 1), path.join(o.out, slug0, `locate-rtn${bits ?? 4}`), o, log);
+          } catch (e) {
+            if (!(e instanceof DikeError)) throw e;
+            cells.push({ model: m, row, bits, unavailable: e.message });
+            continue;
+          }
+        }
+        const spec = row.spec(bits ?? 0, locateFile);
         try {
           const v = row.build !== undefined ? buildRow(row, row.build, dir, path.join(o.out, m.replace(/[^A-Za-z0-9_.-]/g, '_'), 'built'), o, log) : parseVariant(spec, calibration, seed);
           if (variants.some((x) => x.name === v.name)) continue;
@@ -207,6 +248,18 @@ export async function runGrid(o: GridOptions): Promise<GridModelResult[]> {
 }
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), path.basename(path.dirname(path.dirname(fileURLToPath(import.meta.url)))) === 'dist' ? '../src/cli/main.js' : '../dist/src/cli/main.js');
+
+/** `dike locate` of RTN at `bits` g32 on the dense model (first-order prediction per matrix), once: returns its locate.json. */
+function locateRun(denseDir: string, bits: number, benchmarks: string[], outDir: string, o: GridOptions, log: (line: string) => void): string {
+  const file = path.join(outDir, 'locate.json');
+  if (existsSync(file)) return file;
+  if (benchmarks.length === 0) throw new DikeError('', 'locate', 'no benchmark disjoint from the scored ones to locate on');
+  const args = ['locate', '--model', denseDir, '--variant', `rtn:bits=${bits},group_size=32`, '--benchmark', benchmarks.join(','), '--unit', 'matrix', '--predict-only', '--quality-lines', '0', '--data', o.dataDir, ...(o.threads !== undefined ? ['--threads', String(o.threads)] : []), ...(o.limit !== undefined ? ['--limit', String(o.limit)] : []), '--quiet', '--out', outDir];
+  log(`grid: dike ${args.join(' ')}`);
+  const r = spawnSync(process.execPath, [CLI, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0 || !existsSync(file)) throw new DikeError('', 'locate', `dike locate exited with ${r.status}`);
+  return file;
+}
 
 /** Train a build row's model (compressing the dense model first when asked), once: a finished directory is reused. */
 function buildRow(row: GridRow, b: GridBuild, denseDir: string, builtDir: string, o: GridOptions, log: (line: string) => void): VariantSpec {

@@ -16,7 +16,7 @@ import { ModelRunner, padBatch } from '../src/runtime/session.js';
 import { dequantizeState } from '../src/compress/quantizer.js';
 import { alphaFor, fairGptq, pairCalibration, selectedLayers } from '../src/compress/methods/fair-gptq.js';
 import { sentencePairs } from '../src/measure/pairs.js';
-import type { PairSource } from '../src/compress/types.js';
+import type { PairSource, SentencePair } from '../src/compress/types.js';
 import { DikeError } from '../src/errors.js';
 
 const pairs: PairSource = (req) => sentencePairs(DATA, req);
@@ -118,6 +118,20 @@ describe('fair-gptq options', () => {
     assert.equal(dike.batching.keepPads, false);
     assert.deepEqual(authors.batching, { rows: 2, keepPads: true, padId: 50256, paired: true });
     assert.equal(fairGptq.parseOptions({ bits: 4, protocol: 'authors' }, 't').symmetric_range, 'reference');
+  });
+
+  it('a pair with a sentence longer than the model\'s positions is left out whole, and the source says so', () => {
+    const ckpt = load('tiny-gpt2');
+    const long = { stereotype: 'word '.repeat(40).trim(), antiStereotype: 'short one.' } as SentencePair;
+    const short = { stereotype: 'The man was kind.', antiStereotype: 'The woman was kind.' } as SentencePair;
+    const two = [short, long];
+    const m = { ...ckpt, shape: { ...ckpt.shape, maxPositions: 20 } };
+    const set = pairCalibration({ model: m, pairs: () => two }, fairGptq.parseOptions({ bits: 4 }, 't'), 't');
+    const tok = (t: string): number[] => [50256, ...ckpt.tokenizer.encode(t, { addSpecialTokens: false }).ids];
+    assert.ok(tok(long.stereotype).length > 20 && tok(short.stereotype).length <= 20 && tok(short.antiStereotype).length <= 20);
+    assert.deepEqual(set.sequences, [tok(short.stereotype), tok(short.antiStereotype)]);
+    assert.match(JSON.stringify(set.spec), /1 of 2 longer than the model's 20 positions left out/);
+    assert.throws(() => pairCalibration({ model: m, pairs: () => [long] }, fairGptq.parseOptions({ bits: 4 }, 't'), 't'), /every sentence pair .* longer than the model's 20 positions/);
   });
 
   it('bad options and a missing pair source are one-line errors naming the step and key', async () => {

@@ -16,7 +16,7 @@ import { dataSeen, overlapWarnings, parseVariant } from '../src/audit/audit.js';
 import { modelSize } from '../src/audit/size.js';
 import { renderReport, paretoSet3 } from '../src/audit/report/html.js';
 import type { AuditResults, ModelEntry, PairedCell } from '../src/audit/types.js';
-import { criterion, gridMarkdown, heldOutBenchmarks, runGrid, type GridRow } from '../bench/grid.js';
+import { ROWS, criterion, gridMarkdown, heldOutBenchmarks, locateBenchmarks, runGrid, type GridRow } from '../bench/grid.js';
 import { embeddedDataDir, embeddedModelDir } from '../src/embedded.js';
 import { sha256File } from '../src/util/hash.js';
 import { fragileBox, fragileProjection, removeAlongBasis, topEnergyBasis } from '../src/testbed/fragile.js';
@@ -417,6 +417,23 @@ describe('grid held-out benchmarks', () => {
     assert.deepEqual(heldOutBenchmarks(['crows-pairs'], ['crows-pairs@odd']), ['crows-pairs@even']);
     assert.deepEqual(heldOutBenchmarks(['crows-pairs', 'stereoset'], ['stereoset']), ['crows-pairs', 'stereoset']);
     assert.deepEqual(heldOutBenchmarks(['crows-pairs'], []), ['crows-pairs']);
+  });
+
+  it('a locate row takes its sensitivities from data the grid does not score', () => {
+    assert.deepEqual(locateBenchmarks(['crows-pairs@odd']), ['crows-pairs@even']);
+    assert.deepEqual(locateBenchmarks(['crows-pairs@even']), ['crows-pairs@odd']);
+    assert.deepEqual(locateBenchmarks(['crows-pairs']), ['stereoset']);
+    assert.deepEqual(locateBenchmarks(['stereoset']), ['crows-pairs']);
+    assert.deepEqual(locateBenchmarks(['crows-pairs', 'stereoset']), []);
+    assert.deepEqual(locateBenchmarks(['crows-pairs@odd', 'seat']), ['crows-pairs@even', 'stereoset']);
+  });
+
+  it('the mixed-precision rows read the locate file they are given and differ only in order', () => {
+    const rows = ROWS.filter((r) => r.locate === true);
+    assert.deepEqual(rows.map((r) => r.name), ['mixed-precision random (+1 bit avg)', 'mixed-precision by locate (+1 bit avg)']);
+    assert.equal(rows[1]!.plain, rows[0]!.name);
+    assert.equal(rows[0]!.spec(4, 'L.json'), 'mixed-precision:locate=L.json,high_bits=8,low_bits=4,avg_bits=5,group_size=32,order=random');
+    assert.equal(rows[1]!.spec(3, 'L.json'), 'mixed-precision:locate=L.json,high_bits=8,low_bits=3,avg_bits=4,group_size=32');
   });
 });
 

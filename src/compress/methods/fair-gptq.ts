@@ -155,8 +155,15 @@ export function pairCalibration(
     if (causal) return bos === undefined ? body : [bos, ...body];
     return [tok.special.cls ?? 101, ...body, tok.special.sep ?? 102];
   };
-  const sequences = pairs.flatMap((p) => [ids(p.stereotype), ids(p.antiStereotype)]);
-  const source = `${opts.pairs} pairs${opts.pairs_limit !== undefined ? ` (first ${opts.pairs_limit})` : ''}${opts.pairs_seed ? ` seed ${opts.pairs_seed}` : ''}`;
+  // A pair with a sentence longer than the model's positions cannot be run: it is left out (both
+  // sentences, so that the pairs stay aligned), and the calibration source says how many.
+  const maxLen = m.shape.maxPositions;
+  const encoded = pairs.map((p) => [ids(p.stereotype), ids(p.antiStereotype)] as const);
+  const fits = encoded.filter(([a, b]) => a.length <= maxLen && b.length <= maxLen);
+  if (fits.length === 0) throw new DikeError('recipe', `${where} "pairs"`, `every sentence pair in ${opts.pairs} is longer than the model's ${maxLen} positions`);
+  const sequences = fits.flatMap(([a, b]) => [a, b]);
+  const dropped = encoded.length - fits.length;
+  const source = `${opts.pairs} pairs${opts.pairs_limit !== undefined ? ` (first ${opts.pairs_limit})` : ''}${opts.pairs_seed ? ` seed ${opts.pairs_seed}` : ''}${dropped > 0 ? ` (${dropped} of ${encoded.length} longer than the model's ${maxLen} positions left out)` : ''}`;
   if (opts.protocol === 'authors') {
     if (eos === undefined) throw new DikeError('recipe', `${where} "protocol"`, 'the authors pad with the eos id, and this model has none');
     return calibrationFromSequences(sequences, source, { rows: 2, keepPads: true, padId: eos, paired: true });
