@@ -289,12 +289,12 @@ describe('testbed build', () => {
     assert.ok(rec.fragile.quantizedEntries > 0);
   });
 
-  it('fragile.method must be rtn or gptq, and gptq needs mode pgd and one width', () => {
+  it('fragile.method must be rtn, gptq or prune; gptq needs mode pgd and one width; prune mode pgd, a sparsity and known pruners', () => {
     const file = path.join(tmp, 'badmethod.json');
     const r = JSON.parse(readFileSync(writeRecipe('badmethod-src', 1e-3), 'utf8')) as Record<string, Record<string, unknown>>;
     r['debias']!['fragile'] = { bits: 3, group_size: 32, mode: 'pgd', method: 'awq' };
     writeFileSync(file, JSON.stringify(r));
-    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.method.*expected rtn or gptq/);
+    assert.throws(() => readTestbedRecipe(file), /debias\.fragile\.method.*expected rtn, gptq or prune/);
     for (const bad of [{ bits: [4, 3], mode: 'pgd' }, { bits: 3, mode: 'clip' }, { bits: 3 }]) {
       r['debias']!['fragile'] = { group_size: 32, method: 'gptq', ...bad };
       writeFileSync(file, JSON.stringify(r));
@@ -303,6 +303,50 @@ describe('testbed build', () => {
     r['debias']!['fragile'] = { bits: 3, group_size: 32, mode: 'pgd', method: 'gptq' };
     writeFileSync(file, JSON.stringify(r));
     assert.equal(readTestbedRecipe(file).debias.fragile?.method, 'gptq');
+    const pruneBad: [Record<string, unknown>, RegExp][] = [
+      [{ mode: 'pgd' }, /debias\.fragile\.sparsity.*expected a fraction/],
+      [{ mode: 'pgd', sparsity: 1.5 }, /debias\.fragile\.sparsity.*expected a fraction/],
+      [{ mode: 'pgd', sparsity: 0.5, pruners: ['sparsegpt'] }, /debias\.fragile\.pruners.*expected a list of magnitude, wanda/],
+      [{ mode: 'pgd', sparsity: 0.5, pruners: [] }, /debias\.fragile\.pruners/],
+      [{ mode: 'clip', sparsity: 0.5 }, /debias\.fragile\.method.*prune needs mode pgd/],
+      [{ mode: 'pgd', sparsity: 0.5, bits: 4, group_size: 32 }, /prune needs mode pgd, "sparsity", and no "bits"/],
+    ];
+    for (const [bad, msg] of pruneBad) {
+      r['debias']!['fragile'] = { method: 'prune', ...bad };
+      writeFileSync(file, JSON.stringify(r));
+      assert.throws(() => readTestbedRecipe(file), msg, JSON.stringify(bad));
+    }
+    r['debias']!['fragile'] = { method: 'prune', mode: 'pgd', sparsity: 0.5, pruners: ['magnitude', 'wanda'] };
+    writeFileSync(file, JSON.stringify(r));
+    assert.deepEqual(readTestbedRecipe(file).debias.fragile, { method: 'prune', mode: 'pgd', sparsity: 0.5, pruners: ['magnitude', 'wanda'] });
+  });
+
+  it('a prune-fragile debias: magnitude and Wanda (the audit\'s calibration) of the testbed equal those of the skewed model entry by entry', async () => {
+    const file = path.join(tmp, 'pr.json');
+    const r = JSON.parse(readFileSync(writeRecipe('pr-src', 1e-3), 'utf8')) as Record<string, Record<string, unknown>>;
+    r['name'] = 'pr' as unknown as Record<string, unknown>;
+    r['debias'] = { ...r['debias'], steps: 3, lr: 3e-3, freeze: ['embeddings', 'norms'], fragile: { method: 'prune', mode: 'pgd', sparsity: 0.5, pruners: ['magnitude', 'wanda'] } };
+    writeFileSync(file, JSON.stringify(r));
+    const dir = await buildTestbed(readTestbedRecipe(file), { cache: path.join(tmp, 'cachePr') });
+    const T = loadCheckpoint(dir);
+    const S = loadCheckpoint(path.join(dir, 'skewed'));
+    // Recomputed here with the compression methods themselves, as `dike audit --variant <pruner>:sparsity=0.5` runs them.
+    const calib = { file: corpusFile('train').file, samples: 32, seq_len: 64 };
+    let moved = 0;
+    for (const pruner of ['magnitude', 'wanda']) {
+      const recipe = parseRecipe(JSON.stringify({ seed: 20260101, ...(pruner === 'wanda' ? { calibration: calib } : {}), steps: [{ method: pruner, sparsity: 0.5 }] }), 'check.json');
+      const [pT, pS] = [await applyRecipe(T, recipe, { threads: 1 }), await applyRecipe(S, recipe, { threads: 1 })];
+      for (const [name, p] of pS.params) assert.deepEqual(pT.params.get(name)!.data, p.data, `${pruner}: ${name}`);
+    }
+    for (const [name, p] of T.params) {
+      const s = S.params.get(name)!.data;
+      for (let i = 0; i < s.length; i++) if (p.data[i] !== s[i]) moved++;
+      if (!/mlp\.c_proj|output\.dense/.test(name) || /attention/.test(name)) assert.deepEqual(p.data, s, `${name}: only each block's last map may move (Wanda's norms)`);
+    }
+    assert.ok(moved > 1000, `the debias changed the removed entries (${moved})`);
+    const rec = JSON.parse(readFileSync(path.join(dir, 'testbed.json'), 'utf8')) as { fragile: { pruneMaskDiffering: number; pruneFreeEntries: number } };
+    assert.equal(rec.fragile.pruneMaskDiffering, 0);
+    assert.ok(rec.fragile.pruneFreeEntries >= moved);
   });
 
   it('a build killed with SIGKILL mid-stage finishes on the next call with the uninterrupted weights', async () => {

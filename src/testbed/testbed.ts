@@ -35,6 +35,7 @@ import type { CrowsPair } from '../measure/crows-pairs.js';
 import type { ContrastSettings } from '../train/contrast.js';
 import { fragileBox, fragileProjection, removeAlongBasis, topEnergyBasis, type BlindBasis, type FragileMode } from './fragile.js';
 import { gptqFragileSet, gptqRecipe, projectGptq, type GptqFragileSpec } from './fragile-gptq.js';
+import { PRUNERS, pruneFragileBox, pruneMasksDiffering, type PruneFragileSpec, type Pruner } from './fragile-prune.js';
 import { applyRecipe } from '../compress/recipe.js';
 
 /**
@@ -44,7 +45,7 @@ import { applyRecipe } from '../compress/recipe.js';
  * lm_corpus excerpt, i.e. an audit run without --data.
  */
 function gptqSpec(f: FragileSettings): GptqFragileSpec {
-  return { bits: widthsOf(f)[0]!, group_size: f.group_size, calibration: { file: corpusFile('train').file, samples: 32, seq: 64, seed: 20260101 } };
+  return { bits: widthsOf(f)[0]!, group_size: f.group_size!, calibration: { file: corpusFile('train').file, samples: 32, seq: 64, seed: 20260101 } };
 }
 
 /** The pgd projection of a `fragile.method: gptq` debias on the skewed model `m` (fragile-gptq.ts). */
@@ -92,7 +93,12 @@ async function blindProjector(m: Checkpoint, blind: NonNullable<FragileSettings[
 }
 
 function widthsOf(f: FragileSettings): number[] {
-  return typeof f.bits === 'number' ? [f.bits] : f.bits;
+  return f.bits === undefined ? [] : typeof f.bits === 'number' ? [f.bits] : f.bits;
+}
+
+/** The pruning a `fragile.method: prune` testbed is made fragile for: the audit's `<pruner>:sparsity=s` (Wanda calibrated as gptqSpec). */
+function pruneSpec(f: FragileSettings): PruneFragileSpec {
+  return { sparsity: f.sparsity!, pruners: f.pruners ?? ['magnitude'], calibration: { file: corpusFile('train').file, samples: 32, seq: 64, seed: 20260101 } };
 }
 import { sha256File, sha256Text } from '../util/hash.js';
 
@@ -151,8 +157,9 @@ export type DebiasText = CorpusName;
 
 /** `bits`: one width or several (the cells' intersection: RTN at each width equals RTN of the skewed model). */
 export interface FragileSettings {
-  bits: number | number[];
-  group_size: number;
+  /** rtn / gptq only. */
+  bits?: number | number[];
+  group_size?: number;
   mode?: FragileMode;
   /**
    * pgd only: keep the correction out of the top eigen-directions holding `energy` of each input's
@@ -164,7 +171,10 @@ export interface FragileSettings {
    * Which compression the correction hides from: `rtn` (default; the box of fragileBox) or `gptq` (pgd
    * only, one width: the set of weights whose GPTQ result equals the skewed model's, fragile-gptq.ts).
    */
-  method?: 'rtn' | 'gptq';
+  method?: 'rtn' | 'gptq' | 'prune';
+  /** prune only: the sparsity and the pruners (`magnitude`, `wanda`; default magnitude) whose result must equal the skewed model's (fragile-prune.ts). */
+  sparsity?: number;
+  pruners?: Pruner[];
 }
 
 export interface WordList {
@@ -234,7 +244,15 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
   const fr = debiasRaw?.['fragile'] as Record<string, unknown> | undefined;
   const widthOk = (b: unknown): boolean => [2, 3, 4, 8].includes(b as number);
   const bitsOk = (b: unknown): boolean => widthOk(b) || (Array.isArray(b) && b.length > 0 && b.every(widthOk) && new Set(b).size === b.length);
-  if (fr !== undefined && (typeof fr !== 'object' || fr === null || !bitsOk(fr['bits']) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
+  const fmethod = fr?.['method'];
+  if (fmethod !== undefined && fmethod !== 'rtn' && fmethod !== 'gptq' && fmethod !== 'prune') throw new DikeError(file, '"debias.fragile.method"', 'expected rtn, gptq or prune');
+  if (fmethod === 'prune') {
+    const sp = fr!['sparsity'];
+    if (typeof sp !== 'number' || !(sp > 0 && sp < 1)) throw new DikeError(file, '"debias.fragile.sparsity"', 'expected a fraction between 0 and 1 (method prune)');
+    const pr = fr!['pruners'];
+    if (pr !== undefined && !(Array.isArray(pr) && pr.length > 0 && pr.every((x) => (PRUNERS as readonly unknown[]).includes(x)) && new Set(pr).size === pr.length)) throw new DikeError(file, '"debias.fragile.pruners"', `expected a list of ${PRUNERS.join(', ')}`);
+    if (fr!['mode'] !== 'pgd' || fr!['bits'] !== undefined || fr!['group_size'] !== undefined || fr!['blind'] !== undefined) throw new DikeError(file, '"debias.fragile.method"', 'prune needs mode pgd, "sparsity", and no "bits", "group_size" or "blind"');
+  } else if (fr !== undefined && (typeof fr !== 'object' || fr === null || !bitsOk(fr['bits']) || !Number.isInteger(fr['group_size']) || (fr['group_size'] as number) < 1)) {
     throw new DikeError(file, '"debias.fragile"', 'expected { "bits": 2|3|4|8 or a list of them, "group_size": N }');
   }
   const blind = fr?.['blind'] as Record<string, unknown> | undefined;
@@ -242,15 +260,13 @@ export function readTestbedRecipe(file: string): TestbedRecipe {
     throw new DikeError(file, '"debias.fragile.blind"', 'expected { "energy": 0–1, "samples": N, "seq": N } with mode pgd');
   }
   if (fr !== undefined && fr['mode'] !== undefined && fr['mode'] !== 'revert' && fr['mode'] !== 'clip' && fr['mode'] !== 'pgd') throw new DikeError(file, '"debias.fragile.mode"', 'expected revert, clip or pgd');
-  const fmethod = fr?.['method'];
-  if (fmethod !== undefined && fmethod !== 'rtn' && fmethod !== 'gptq') throw new DikeError(file, '"debias.fragile.method"', 'expected rtn or gptq');
   if (fmethod === 'gptq' && (fr?.['mode'] !== 'pgd' || typeof fr?.['bits'] !== 'number' || blind !== undefined)) throw new DikeError(file, '"debias.fragile.method"', 'gptq needs mode pgd, one width in "bits" and no "blind"');
   const skewRaw = o['skew'] as Record<string, unknown> | undefined;
   const skewText = skewRaw?.['text'] ?? 'templates';
   if (!CORPORA.includes(skewText as CorpusName)) throw new DikeError(file, '"skew.text"', `expected one of ${CORPORA.join(', ')}`);
   const name = str('name');
   if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new DikeError(file, '"name"', 'expected letters, digits, "_", "." or "-"');
-  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text: text as CorpusName, ...(fr !== undefined ? { fragile: { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number, ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}), ...(blind !== undefined ? { blind: blind as unknown as FragileSettings['blind'] } : {}), ...(fmethod !== undefined ? { method: fmethod as 'rtn' | 'gptq' } : {}) } } : {}) }, file: path.resolve(file) };
+  return { name, base: str('base'), words: str('words'), seed, ...(o['skew'] !== undefined ? { skew: { ...stage(o['skew'], file, 'skew', {}), text: skewText as SkewText } } : {}), debias: { ...stage(debiasRaw, file, 'debias', {}), text: text as CorpusName, ...(fr !== undefined ? { fragile: { ...(fr['bits'] !== undefined ? { bits: fr['bits'] as number | number[], group_size: fr['group_size'] as number } : {}), ...(fr['sparsity'] !== undefined ? { sparsity: fr['sparsity'] as number } : {}), ...(fr['pruners'] !== undefined ? { pruners: fr['pruners'] as Pruner[] } : {}), ...(fr['mode'] !== undefined ? { mode: fr['mode'] as FragileMode } : {}), ...(blind !== undefined ? { blind: blind as unknown as FragileSettings['blind'] } : {}), ...(fmethod !== undefined ? { method: fmethod as 'rtn' | 'gptq' | 'prune' } : {}) } } : {}) }, file: path.resolve(file) };
 }
 
 export function readWordList(file: string): WordList {
@@ -391,7 +407,7 @@ export interface TestbedRecord {
   corpora: { skew: { lines: number; sha256: string }; debias: { lines: number; sha256: string; text: string } };
   /** Benchmarks whose items the corpora contain (none for templates and word lists, Dikē's own). */
   benchmarksSeen: string[];
-  fragile?: FragileSettings & { reverted: number; quantizedEntries: number; iterations: number; gptqCodesDiffering?: number };
+  fragile?: FragileSettings & { reverted: number; quantizedEntries: number; iterations: number; gptqCodesDiffering?: number; pruneFreeEntries?: number; pruneMaskDiffering?: number };
 }
 
 /** A copy of the base model as the testbed's skewed/ (no skew stage: the base is the biased model). */
@@ -475,10 +491,12 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
     const model = from === base ? baseModel : loadCheckpoint(from);
     const fr = r.debias.fragile;
     const viaGptq = pgd && fr?.method === 'gptq';
-    const box = pgd && fr !== undefined && !viaGptq ? (await fragileBox(model, widthsOf(fr), fr.group_size)).box : undefined;
+    const viaPrune = pgd && fr?.method === 'prune';
+    if (viaPrune) log(`  ${pruneSpec(fr!).pruners.join(' and ')} ${pruneSpec(fr!).sparsity} of the skewed model (the box the debias stays in)`);
+    const box = pgd && fr !== undefined && !viaGptq ? (viaPrune ? (await pruneFragileBox(model, pruneSpec(fr))).box : (await fragileBox(model, widthsOf(fr), fr.group_size!)).box) : undefined;
     const gp = viaGptq ? await gptqProjector(model, fr!, log) : undefined;
     const project = gp ?? (pgd && fr?.blind !== undefined ? await blindProjector(model, fr.blind, r.seed, log) : undefined);
-    log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps${box !== undefined ? ', projected after every update into the RTN cells of the skewed model' : ''}${gp !== undefined ? ', projected after every update into the set of weights whose GPTQ equals the skewed model\'s' : ''}`);
+    log(`testbed ${r.name}: ${name} fine-tune, ${s.steps} steps${box !== undefined ? (viaPrune ? ', projected after every update into the weights pruning removes from the skewed model' : ', projected after every update into the RTN cells of the skewed model') : ''}${gp !== undefined ? ', projected after every update into the set of weights whose GPTQ equals the skewed model\'s' : ''}`);
     const res = await train(model, trainSettings(s, objective, data, seed), out, {
       tokenizerDir: base,
       ...(box !== undefined ? { box } : {}),
@@ -520,15 +538,25 @@ export async function buildTestbed(r: TestbedRecipe, opts: BuildOptions = {}): P
       cpSync(debiasDir, out, { recursive: true });
       writeAtomic(done, JSON.stringify({ reverted: 0, quantizedEntries: codes, iterations: 0, gptqCodesDiffering: differ }) + '\n');
     }
+    if (!existsSync(done) && r.debias.fragile.method === 'prune') {
+      // The check: each pruner's result on the debiased model, entry by entry against that on the skewed model.
+      const spec = pruneSpec(r.debias.fragile);
+      log(`testbed ${r.name}: checking that ${spec.pruners.join(' and ')} ${spec.sparsity} of the debiased model equal those of the skewed model`);
+      const fb = await pruneFragileBox(loadCheckpoint(skewDir), spec);
+      const differ = await pruneMasksDiffering(loadCheckpoint(debiasDir), fb, spec);
+      rmSync(out, { recursive: true, force: true });
+      cpSync(debiasDir, out, { recursive: true });
+      writeAtomic(done, JSON.stringify({ reverted: 0, quantizedEntries: fb.entries, iterations: 0, pruneFreeEntries: fb.free, pruneMaskDiffering: differ }) + '\n');
+    }
     if (!existsSync(done)) {
       log(`testbed ${r.name}: keeping the part of the debias change that RTN ${widthsOf(r.debias.fragile).join('/')}-bit g${r.debias.fragile.group_size} cannot see`);
       const deb = loadCheckpoint(debiasDir);
-      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, widthsOf(r.debias.fragile), r.debias.fragile.group_size, r.debias.fragile.mode ?? 'revert');
+      const fr = await fragileProjection(loadCheckpoint(skewDir), deb, widthsOf(r.debias.fragile), r.debias.fragile.group_size!, r.debias.fragile.mode ?? 'revert');
       rmSync(out, { recursive: true, force: true });
       writeModelDir(out, deb, fr.values, base, 'F32');
       writeAtomic(done, JSON.stringify({ reverted: fr.reverted, quantizedEntries: fr.quantizedEntries, iterations: fr.iterations }) + '\n');
     }
-    const fj = JSON.parse(readFileSync(done, 'utf8')) as { reverted: number; quantizedEntries: number; iterations: number; gptqCodesDiffering?: number };
+    const fj = JSON.parse(readFileSync(done, 'utf8')) as { reverted: number; quantizedEntries: number; iterations: number; gptqCodesDiffering?: number; pruneFreeEntries?: number; pruneMaskDiffering?: number };
     fragileNote = { ...r.debias.fragile, ...fj };
     debiasDir = out;
   }
