@@ -103,7 +103,20 @@ export const ROWS: GridRow[] = [
   { name: 'fair-sparsegpt 50% α=0.1', kind: 'bias-aware', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=0.1,pairs=stereoset,pairs_limit=64', bitless: true },
   { name: 'fair-sparsegpt 50%', kind: 'bias-aware', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=1,pairs=stereoset,pairs_limit=64', bitless: true },
   { name: 'fair-wanda 50% α=0.1', kind: 'bias-aware', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=0.1,pairs=stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-wanda 50% α=0.05', kind: 'bias-aware', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=0.05,pairs=stereoset,pairs_limit=64', bitless: true },
   { name: 'fair-wanda 50%', kind: 'bias-aware', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=1,pairs=stereoset,pairs_limit=64', bitless: true },
+  // Their controls (as Fair-GPTQ's): the same α with pairs that carry no group contrast.
+  { name: 'fair-wanda shuffled pairs (control)', kind: 'control', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=1,pairs=shuffled:stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-wanda unrelated pairs (control)', kind: 'control', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=1,pairs=unrelated:stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-wanda shuffled pairs α=0.1 (control)', kind: 'control', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=0.1,pairs=shuffled:stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-wanda unrelated pairs α=0.1 (control)', kind: 'control', plain: 'wanda-0.5', spec: () => 'fair-wanda:sparsity=0.5,alpha=0.1,pairs=unrelated:stereoset,pairs_limit=64', bitless: true },
+  // fair-sparsegpt's controls: α = 0 (SparseGPT calibrated on the pair sentences alone, no fairness
+  // term) and the same α with pairs that carry no group contrast.
+  { name: 'fair-sparsegpt α=0 on the pairs (control)', kind: 'control', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=0,pairs=stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-sparsegpt shuffled pairs (control)', kind: 'control', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=1,pairs=shuffled:stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-sparsegpt unrelated pairs (control)', kind: 'control', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=1,pairs=unrelated:stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-sparsegpt shuffled pairs α=0.1 (control)', kind: 'control', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=0.1,pairs=shuffled:stereoset,pairs_limit=64', bitless: true },
+  { name: 'fair-sparsegpt unrelated pairs α=0.1 (control)', kind: 'control', plain: 'sparsegpt-0.5', spec: () => 'fair-sparsegpt:sparsity=0.5,alpha=0.1,pairs=unrelated:stereoset,pairs_limit=64', bitless: true },
   { name: 'heads-0.25', kind: 'plain', spec: () => 'heads:fraction=0.25,importance=ablation,global=true', bitless: true },
   { name: 'fair-heads 25% λ=1', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fair-heads:fraction=0.25,lambda=1,global=true,pairs=stereoset,pairs_limit=64', bitless: true },
   { name: 'fasp 25% γ=0.5', kind: 'bias-aware', plain: 'heads-0.25', spec: () => 'fasp:fraction=0.25,gamma=0.5,pairs=stereoset,pairs_limit=64', bitless: true },
@@ -380,7 +393,7 @@ const spec: CommandSpec = {
   name: 'grid',
   summary: 'the bias-aware grid: dike audit over rows × bits × testbed models → bench/GRID.md',
   flags: {
-    models: { type: 'list', default: 'testbed:gpt2', help: 'models (testbed:<name> (bert, gpt2: RTN adds bias; bert-gptq, gpt2-gptq: GPTQ-3 adds bias), embedded names or directories)' },
+    models: { type: 'list', default: 'testbed:gpt2', help: 'models (testbed:<name> (bert, gpt2: RTN adds bias; bert-gptq, gpt2-gptq: GPTQ-3 adds bias; bert-prune: magnitude and Wanda 50% add bias), embedded names or directories)' },
     bits: { type: 'int-list', min: 2, max: 8, default: '4,3', help: 'bit widths' },
     rows: { type: 'string', default: 'all', help: 'plain, all, or row names (comma-separated, as in ROWS)' },
     benchmark: { type: 'list', default: 'crows-pairs', help: 'benchmarks (the methods must never have seen them)' },

@@ -49,6 +49,15 @@ describe('grid build rows', () => {
     assert.ok(!plain.includes('magnitude-0.5 + repair β=0.01'));
   });
 
+  it('every row can be named alone in --rows (no comma in a name), and every control and bias-aware row names a plain row that exists', () => {
+    for (const r of ROWS) {
+      assert.ok(!r.name.includes(','), `"${r.name}" has a comma: --rows splits on commas`);
+      assert.deepEqual(selectRows(r.name).map((x) => x.name), [r.name]);
+      if (r.kind === 'control' || r.kind === 'bias-aware') assert.ok(ROWS.some((p) => p.name === r.plain && p.kind === 'plain'), `${r.name}: plain row "${r.plain}"`);
+    }
+    for (const n of ['fair-wanda shuffled pairs (control)', 'fair-sparsegpt α=0 on the pairs (control)', 'fair-sparsegpt unrelated pairs α=0.1 (control)']) assert.ok(ROWS.some((r) => r.name === n && r.kind === 'control'), n);
+  });
+
   it('compresses, trains with the mask kept, audits the result, and reuses it on a rerun; causal-only rows are unavailable on BERT', async () => {
     const rows: GridRow[] = [
       { name: 'magnitude-0.5', kind: 'plain', spec: () => 'magnitude:sparsity=0.5', bitless: true },

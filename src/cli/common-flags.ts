@@ -12,6 +12,8 @@ export const SEED_FLAG: FlagSpec = { type: 'int', min: 0, max: 4294967295, help:
 export const LIMIT_FLAG: FlagSpec = { type: 'int', min: 1, help: 'use only the first N items of each benchmark' };
 export const RESAMPLES_FLAG: FlagSpec = { type: 'int', min: 1000, max: 1_000_000, help: 'bootstrap resamples for 95% intervals' };
 export const DATA_FLAG: FlagSpec = { type: 'string', value: '<dir>', help: 'benchmark data directory (default: $DIKE_DATA, else the embedded CrowS-Pairs, StereoSet and lm_corpus excerpt)' };
+/** The shipped testbeds (models/testbeds/), named in the help of every command that takes a model. */
+export const MODEL_POSITIONAL_HELP = 'a Hugging Face model directory, dike-bert-mini / dike-gpt2-mini, or testbed:<name> (models/testbeds/<name>.json: bert, gpt2 (RTN adds bias), bert-gptq, gpt2-gptq (GPTQ-3), bert-prune (magnitude and Wanda 50%); built on first use)';
 export const DENSE_MODEL_FLAG: FlagSpec = { type: 'string', value: '<dir|dike-bert-mini|dike-gpt2-mini|testbed:<name>>', help: 'the dense model (default dike-bert-mini; testbed:… is built on first use)' };
 export const SCORER_FLAG: FlagSpec = { type: 'string', value: '<name>', help: 'how items are scored (see dike measure --help)' };
 export const ALPHA_FLAG: FlagSpec = { type: 'number', min: 0, max: 1, exclusiveMin: true, exclusiveMax: true, default: 0.05, help: 'significance level (Holm–Bonferroni)' };

@@ -10,12 +10,12 @@ import { applyRecipe, parseRecipe, readRecipe, writeCompressed, type Recipe } fr
 import { findMethod, METHODS } from '../compress/registry.js';
 import { MAX_CALIBRATION_SAMPLES, MAX_CALIBRATION_SEQ_LEN } from '../compress/calibration-types.js';
 import { parseFlags, type CommandSpec, type Parsed } from './flags.js';
-import { DATA_FLAG, SEED_FLAG, THREADS_FLAG } from './common-flags.js';
+import { DATA_FLAG, SEED_FLAG, THREADS_FLAG, MODEL_POSITIONAL_HELP } from './common-flags.js';
 
 const spec: CommandSpec = {
   name: 'compress',
   summary: `compress a model with a recipe or one method (${METHODS.map((m) => m.name).join(', ')}); writes a loadable HF directory`,
-  positionals: { usage: '<model-dir>', min: 1, max: 1, help: 'a Hugging Face model directory, dike-bert-mini / dike-gpt2-mini, or testbed:<name> (models/testbeds/<name>.json: bert, gpt2, bert-gptq, gpt2-gptq; built on first use)' },
+  positionals: { usage: '<model-dir>', min: 1, max: 1, help: MODEL_POSITIONAL_HELP },
   flags: {
     recipe: { type: 'string', value: 'recipe.yaml', help: 'a recipe file (YAML or JSON): a list of methods applied in order' },
     method: { type: 'enum', choices: METHODS.map((m) => m.name), help: 'one method instead of a recipe' },

@@ -1,3 +1,4 @@
+import { MODEL_POSITIONAL_HELP } from './common-flags.js';
 import { resolveModelArg } from '../testbed/testbed.js';
 import { statSync } from 'node:fs';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { parseFlags, type CommandSpec } from './flags.js';
 const spec: CommandSpec = {
   name: 'inspect',
   summary: 'architecture, size on disk and in memory, layers, heads, sparsity and quantization per matrix',
-  positionals: { usage: '<model-dir>', min: 1, max: 1, help: 'a Hugging Face model directory, dike-bert-mini / dike-gpt2-mini, or testbed:<name> (models/testbeds/<name>.json: bert, gpt2, bert-gptq, gpt2-gptq; built on first use)' },
+  positionals: { usage: '<model-dir>', min: 1, max: 1, help: MODEL_POSITIONAL_HELP },
   flags: { json: { type: 'boolean', help: 'print the description as JSON' } },
 };
 

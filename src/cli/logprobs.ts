@@ -5,12 +5,12 @@ import { loadCheckpoint } from '../model/checkpoint.js';
 import { ModelRunner } from '../runtime/session.js';
 import { scoreTexts, type TextScore } from '../score/text.js';
 import { parseFlags, type CommandSpec } from './flags.js';
-import { EXECUTION_FLAG, THREADS_FLAG } from './common-flags.js';
+import { EXECUTION_FLAG, THREADS_FLAG, MODEL_POSITIONAL_HELP } from './common-flags.js';
 
 const spec: CommandSpec = {
   name: 'logprobs',
   summary: 'per-token log-probabilities of sentences (causal: log P(t | BOS, prefix); masked: pseudo-log-likelihood)',
-  positionals: { usage: '<model-dir>', min: 1, max: 1, help: 'a Hugging Face model directory, dike-bert-mini / dike-gpt2-mini, or testbed:<name> (models/testbeds/<name>.json: bert, gpt2, bert-gptq, gpt2-gptq; built on first use)' },
+  positionals: { usage: '<model-dir>', min: 1, max: 1, help: MODEL_POSITIONAL_HELP },
   flags: {
     text: { type: 'string', value: '"…"', multiple: true, help: 'a sentence to score' },
     file: { type: 'string', value: 'sentences.txt', help: 'score every non-blank line of a file' },
