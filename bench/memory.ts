@@ -50,7 +50,8 @@ async function gptqRecipe(mode: 'one-shot' | 'sequential', threads: number): Pro
     JSON.stringify({ seed: 0, calibration: { file: CORPUS, samples: GPTQ_CALIB.samples, seq_len: GPTQ_CALIB.seqLen }, steps: [{ method: 'gptq', bits: 4, group_size: 128, calibration: mode }] }),
     'memory.json',
   );
-  await applyRecipe(ckpt, recipe, { threads });
+  // In place, as `dike compress` runs it: the dense model is not needed afterwards.
+  await applyRecipe(ckpt, recipe, { threads, inPlace: true });
 }
 
 async function runnerWork(dir: string, kind: 'forward' | 'pll', count: number, batch: number, threads: number): Promise<void> {
@@ -73,7 +74,7 @@ async function crows(dir: string, limit: number, threads: number): Promise<void>
 const WORKLOADS: Workload[] = [
   {
     name: 'load-base',
-    what: 'only `loadCheckpoint` of BERT-base-size: the floor under its rows (node, onnxruntime loaded, the safetensors file read whole and converted to float32 parameters)',
+    what: 'only `loadCheckpoint` of BERT-base-size: the floor under its rows (node, onnxruntime loaded, the safetensors file read tensor by tensor into float32 parameters)',
     run: async () => {
       loadCheckpoint(BASE);
     },
@@ -89,7 +90,7 @@ const WORKLOADS: Workload[] = [
   },
   {
     name: 'gptq-sequential',
-    what: 'GPTQ 4-bit g128 of the 72 maps of BERT-base-size, `applyRecipe` with the default sequential calibration (block by block, group by group), 128 × 128 tokens',
+    what: 'GPTQ 4-bit g128 of the 72 maps of BERT-base-size, `applyRecipe` in place (`inPlace: true`, as `dike compress` runs it) with the default sequential calibration (block by block, group by group), 128 × 128 tokens',
     run: (threads) => gptqRecipe('sequential', threads),
   },
   {
