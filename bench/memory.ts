@@ -5,7 +5,9 @@
  * Writes the `memory` section of bench/RESULTS.md. Dikē only (the PyTorch processes' peaks are in the
  * sections that run them).
  *
- *   npm run build && node dist/bench/memory.js [--threads N] [--only W,W] [--no-write]
+ *   npm run build && node dist/bench/memory.js [--threads N] [--only W,W] [--note TEXT] [--no-write]
+ *
+ * `--note` adds a sentence to the section's header (e.g. that the machine was shared).
  *
  * The workloads are the timed benches' (same models, sizes, options), run once, untimed.
  */
@@ -129,7 +131,7 @@ const WORKLOADS: Workload[] = [
 ];
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { threads: { type: 'string' }, child: { type: 'string' }, only: { type: 'string' }, 'no-write': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ options: { threads: { type: 'string' }, child: { type: 'string' }, only: { type: 'string' }, note: { type: 'string' }, 'no-write': { type: 'boolean', default: false } } });
   const threads = values.threads !== undefined ? Number(values.threads) : os.availableParallelism();
   if (values.child !== undefined) {
     const w = WORKLOADS.find((x) => x.name === values.child)!;
@@ -164,7 +166,7 @@ async function main(): Promise<void> {
     BEGIN,
     '## Peak memory per workload',
     '',
-    `Written by \`node dist/bench/memory.js\` (bench/memory.ts) on ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}: ${cpuInfo().cpu}, ${threads} thread(s), ${((Date.now() - started) / 60000).toFixed(1)} min. Each workload runs once, untimed, in a child process of its own (node ${process.version}; the process's maxRSS from \`process.resourceUsage()\`, so the figure includes node, onnxruntime and the model). Regenerate rather than edit.`,
+    `Written by \`node dist/bench/memory.js\` (bench/memory.ts) on ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}: ${cpuInfo().cpu}, ${threads} thread(s), ${((Date.now() - started) / 60000).toFixed(1)} min${values.note !== undefined ? `; ${values.note}` : ''}. Each workload runs once, untimed, in a child process of its own (node ${process.version}; the process's maxRSS from \`process.resourceUsage()\`, so the figure includes node, onnxruntime and the model). Regenerate rather than edit.`,
     '',
     '| workload | what runs | peak RSS MiB | seconds |',
     '|---|---|---:|---:|',
