@@ -5,7 +5,9 @@
  * Writes the `memory` section of bench/RESULTS.md. Dikē only (the PyTorch processes' peaks are in the
  * sections that run them).
  *
- *   npm run build && node dist/bench/memory.js [--threads N] [--only W,W] [--no-write]
+ *   npm run build && node dist/bench/memory.js [--threads N] [--only W,W] [--note TEXT] [--no-write]
+ *
+ * `--note` adds a sentence to the section's header (e.g. that the machine was shared).
  *
  * The workloads are the timed benches' (same models, sizes, options), run once, untimed.
  */
@@ -50,7 +52,8 @@ async function gptqRecipe(mode: 'one-shot' | 'sequential', threads: number): Pro
     JSON.stringify({ seed: 0, calibration: { file: CORPUS, samples: GPTQ_CALIB.samples, seq_len: GPTQ_CALIB.seqLen }, steps: [{ method: 'gptq', bits: 4, group_size: 128, calibration: mode }] }),
     'memory.json',
   );
-  await applyRecipe(ckpt, recipe, { threads });
+  // In place, as `dike compress` runs it: the dense model is not needed afterwards.
+  await applyRecipe(ckpt, recipe, { threads, inPlace: true });
 }
 
 async function runnerWork(dir: string, kind: 'forward' | 'pll', count: number, batch: number, threads: number): Promise<void> {
@@ -73,7 +76,7 @@ async function crows(dir: string, limit: number, threads: number): Promise<void>
 const WORKLOADS: Workload[] = [
   {
     name: 'load-base',
-    what: 'only `loadCheckpoint` of BERT-base-size: the floor under its rows (node, onnxruntime loaded, the safetensors file read whole and converted to float32 parameters)',
+    what: 'only `loadCheckpoint` of BERT-base-size: the floor under its rows (node, onnxruntime loaded, the safetensors file read tensor by tensor into float32 parameters)',
     run: async () => {
       loadCheckpoint(BASE);
     },
@@ -89,7 +92,7 @@ const WORKLOADS: Workload[] = [
   },
   {
     name: 'gptq-sequential',
-    what: 'GPTQ 4-bit g128 of the 72 maps of BERT-base-size, `applyRecipe` with the default sequential calibration (block by block, group by group), 128 × 128 tokens',
+    what: 'GPTQ 4-bit g128 of the 72 maps of BERT-base-size, `applyRecipe` in place (`inPlace: true`, as `dike compress` runs it) with the default sequential calibration (block by block, group by group), 128 × 128 tokens',
     run: (threads) => gptqRecipe('sequential', threads),
   },
   {
@@ -128,7 +131,7 @@ const WORKLOADS: Workload[] = [
 ];
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { threads: { type: 'string' }, child: { type: 'string' }, only: { type: 'string' }, 'no-write': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({ options: { threads: { type: 'string' }, child: { type: 'string' }, only: { type: 'string' }, note: { type: 'string' }, 'no-write': { type: 'boolean', default: false } } });
   const threads = values.threads !== undefined ? Number(values.threads) : os.availableParallelism();
   if (values.child !== undefined) {
     const w = WORKLOADS.find((x) => x.name === values.child)!;
@@ -163,7 +166,7 @@ async function main(): Promise<void> {
     BEGIN,
     '## Peak memory per workload',
     '',
-    `Written by \`node dist/bench/memory.js\` (bench/memory.ts) on ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}: ${cpuInfo().cpu}, ${threads} thread(s), ${((Date.now() - started) / 60000).toFixed(1)} min. Each workload runs once, untimed, in a child process of its own (node ${process.version}; the process's maxRSS from \`process.resourceUsage()\`, so the figure includes node, onnxruntime and the model). Regenerate rather than edit.`,
+    `Written by \`node dist/bench/memory.js\` (bench/memory.ts) on ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}: ${cpuInfo().cpu}, ${threads} thread(s), ${((Date.now() - started) / 60000).toFixed(1)} min${values.note !== undefined ? `; ${values.note}` : ''}. Each workload runs once, untimed, in a child process of its own (node ${process.version}; the process's maxRSS from \`process.resourceUsage()\`, so the figure includes node, onnxruntime and the model). Regenerate rather than edit.`,
     '',
     '| workload | what runs | peak RSS MiB | seconds |',
     '|---|---|---:|---:|',

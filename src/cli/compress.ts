@@ -143,7 +143,8 @@ export const compressCommand = {
       const dataDir = resolveDataDir(args.str('data'), { embedded: true });
       const pairs = (req: SentencePairRequest) => sentencePairs(dataDir, { textFile: defaultCalibrationFile(args.str('data')), ...req });
       const heldOut = (n: number) => readQualityLines(corpusFile('valid', dataDir).file, n).lines;
-      result = await applyRecipe(ckpt, recipe, { ...(threads !== undefined ? { threads } : {}), pairs, heldOut });
+      // In place: the dense weights are not needed after this, so no second float32 copy is made.
+      result = await applyRecipe(ckpt, recipe, { ...(threads !== undefined ? { threads } : {}), pairs, heldOut, inPlace: true });
     } catch (e) {
       throw asFlagError(args, e);
     }

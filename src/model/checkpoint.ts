@@ -7,7 +7,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DikeError } from '../errors.js';
 import { ConfigReader, readJsonObject } from './config.js';
-import { readSafetensors, toFloat32, type DType, type RawTensor } from './safetensors.js';
+import { readSafetensorsFloat32, toFloat32, type DType, type RawTensor } from './safetensors.js';
 import { resolveArchitecture, type ResolvedArchitecture } from './arch/registry.js';
 import { loadTokenizer, type Tokenizer } from './tokenizer.js';
 import { GraphBuilder, type WeightSource } from './graph/build.js';
@@ -78,14 +78,17 @@ export function weightFilesOf(dir: string): { files: string[]; index?: { file: s
   throw pickleRefusal(dir) ?? new DikeError(dir, '', 'no weights: expected model.safetensors or model.safetensors.index.json');
 }
 
-/** Read all parameters as float32, checking a sharded index against the shards' contents. */
+/**
+ * Read all parameters as float32, checking a sharded index against the shards' contents. Each
+ * tensor is read straight into its own Float32Array (never the whole file and a converted copy at
+ * once), so the parameters own their data: editing one never touches another or a shared buffer.
+ */
 export function readParams(dir: string): { params: Map<string, Param>; files: string[]; bytes: number } {
   const { files, index } = weightFilesOf(dir);
   const params = new Map<string, Param>();
   let bytes = 0;
   for (const file of files) {
-    const st = readSafetensors(file);
-    for (const [name, t] of st.tensors) {
+    readSafetensorsFloat32(file, (name, t, stored) => {
       if (params.has(name)) throw new DikeError(file, `tensor "${name}"`, `also stored in ${params.get(name)!.file}`);
       if (index) {
         const listed = index.weightMap.get(name);
@@ -93,9 +96,10 @@ export function readParams(dir: string): { params: Map<string, Param>; files: st
           throw new DikeError(file, `tensor "${name}"`, `not listed for this shard in ${index.file}`);
         }
       }
-      bytes += t.bytes.byteLength;
-      params.set(name, tensorParam(file, name, t));
-    }
+      bytes += stored.end - stored.begin;
+      checkFinite(file, name, t.data);
+      params.set(name, { shape: t.shape, data: t.data, dtype: t.dtype, file });
+    });
   }
   if (index) {
     for (const [name, shard] of index.weightMap) {

@@ -17,6 +17,8 @@
  *
  * Tensors that come out of the reader are views into the file's bytes (no copy); treat them as
  * read-only. `toFloat32` always returns a fresh array, so editing its result never edits the file.
+ * `readSafetensorsFloat32` (the checkpoint loader's reader) never holds the whole file: it reads
+ * each tensor into a float32 array of its own, so the peak is the parameters, not file + copy.
  *
  * The writer keeps the order it is given (header and data in that order, offsets contiguous),
  * so the same input always gives the same bytes, and a file read and written back keeps its
@@ -99,29 +101,45 @@ function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
-/** Parse and validate a whole safetensors file held in memory. Tensor bytes are views into `bytes`. */
-export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFile {
+/** One tensor's place in a file: `begin`/`end` are absolute byte offsets in the file. */
+export interface TensorEntry {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * Validate a file's header and layout from its length and a reader of byte ranges (only the
+ * first 8 bytes and the header are read). Entries are in header order, offsets absolute.
+ */
+function parseLayout(
+  read: (begin: number, length: number) => Uint8Array,
+  fileLength: number,
+  file: string,
+): { metadata: Record<string, string>; entries: TensorEntry[] } {
   const fail = (place: string, problem: string): never => {
     throw new DikeError(file, place, problem);
   };
 
-  if (bytes.length < 8) {
-    fail('header', `file is ${bytes.length} bytes, too short for the 8-byte header length`);
+  if (fileLength < 8) {
+    fail('header', `file is ${fileLength} bytes, too short for the 8-byte header length`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n64 = view.getBigUint64(0, true);
+  const first = read(0, 8);
+  const n64 = new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true);
   if (n64 === 0n) fail('header', 'header length is 0');
   if (n64 > BigInt(MAX_HEADER_BYTES)) {
     fail('header', `header length ${n64} is over the limit of ${MAX_HEADER_BYTES} bytes`);
   }
   const headerLength = Number(n64);
-  if (headerLength > bytes.length - 8) {
-    fail('header', `header length ${headerLength} runs past the end of the file (${bytes.length} bytes)`);
+  if (headerLength > fileLength - 8) {
+    fail('header', `header length ${headerLength} runs past the end of the file (${fileLength} bytes)`);
   }
 
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(8, 8 + headerLength));
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(read(8, headerLength));
   } catch {
     return fail('header', 'header is not valid UTF-8');
   }
@@ -134,16 +152,10 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
   if (!isPlainObject(header)) return fail('header', `header is ${describe(header)}, not a JSON object`);
 
   const dataStart = 8 + headerLength;
-  const dataLength = bytes.length - dataStart;
+  const dataLength = fileLength - dataStart;
 
   let metadata: Record<string, string> = {};
-  interface Entry {
-    name: string;
-    dtype: DType;
-    shape: number[];
-    begin: number;
-    end: number;
-  }
+  type Entry = TensorEntry;
   const entries: Entry[] = [];
 
   for (const [name, value] of Object.entries(header)) {
@@ -222,13 +234,15 @@ export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFi
     );
   }
 
+  return { metadata, entries: entries.map((e) => ({ ...e, begin: dataStart + e.begin, end: dataStart + e.end })) };
+}
+
+/** Parse and validate a whole safetensors file held in memory. Tensor bytes are views into `bytes`. */
+export function parseSafetensors(bytes: Uint8Array, file: string): SafetensorsFile {
+  const { metadata, entries } = parseLayout((b, n) => bytes.subarray(b, b + n), bytes.length, file);
   const tensors = new Map<string, RawTensor>();
   for (const e of entries) {
-    tensors.set(e.name, {
-      dtype: e.dtype,
-      shape: e.shape,
-      bytes: new Uint8Array(bytes.buffer, bytes.byteOffset + dataStart + e.begin, e.end - e.begin),
-    });
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset + e.begin, e.end - e.begin) });
   }
   return { file, metadata, tensors };
 }
@@ -242,6 +256,83 @@ export function readSafetensors(path: string): SafetensorsFile {
     throw new DikeError(path, '', `cannot read file: ${fsProblem(e)}`);
   }
   return parseSafetensors(bytes, path);
+}
+
+/** One tensor as float32, in an array of its own (see `readSafetensorsFloat32`). */
+export interface Float32Tensor {
+  dtype: DType;
+  shape: number[];
+  data: Float32Array;
+}
+
+/** Largest single read: `fs.readSync` takes at most 2^31 − 1 bytes at a time. */
+const READ_CHUNK = 1 << 30;
+
+/**
+ * Read and validate a safetensors file tensor by tensor, each straight into a float32 array of its
+ * own (converted as `toFloat32` does), without ever holding the whole file: the peak is the
+ * float32 parameters plus one non-F32 tensor's bytes, not the file and its float32 copy together.
+ * The validation and its errors are `readSafetensors`'s (the header is read first and checked
+ * against the file's length). `visit` sees each tensor in header order.
+ */
+export function readSafetensorsFloat32(
+  path: string,
+  visit: (name: string, t: Float32Tensor, stored: TensorEntry) => void,
+): { metadata: Record<string, string> } {
+  let fd: number;
+  let size: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (e) {
+    throw new DikeError(path, '', `cannot read file: ${fsProblem(e)}`);
+  }
+  try {
+    try {
+      const st = fs.fstatSync(fd);
+      if (st.isDirectory()) throw Object.assign(new Error('directory'), { code: 'EISDIR' });
+      size = st.size;
+    } catch (e) {
+      throw new DikeError(path, '', `cannot read file: ${fsProblem(e)}`);
+    }
+    const readInto = (into: Uint8Array, position: number): void => {
+      let at = 0;
+      while (at < into.length) {
+        let got: number;
+        try {
+          got = fs.readSync(fd, into, at, Math.min(READ_CHUNK, into.length - at), position + at);
+        } catch (e) {
+          throw new DikeError(path, `byte ${position + at}`, `cannot read file: ${fsProblem(e)}`);
+        }
+        if (got === 0) throw new DikeError(path, `byte ${position + at}`, 'file ended early (was it changed while being read?)');
+        at += got;
+      }
+    };
+    const { metadata, entries } = parseLayout(
+      (begin, length) => {
+        const b = new Uint8Array(length);
+        readInto(b, begin);
+        return b;
+      },
+      size,
+      path,
+    );
+    for (const e of entries) {
+      const length = e.end - e.begin;
+      let data: Float32Array;
+      if (e.dtype === 'F32' && LITTLE_ENDIAN_HOST) {
+        data = new Float32Array(length / 4);
+        readInto(new Uint8Array(data.buffer), e.begin);
+      } else {
+        const bytes = new Uint8Array(length);
+        readInto(bytes, e.begin);
+        data = toFloat32({ dtype: e.dtype, shape: e.shape, bytes });
+      }
+      visit(e.name, { dtype: e.dtype, shape: e.shape, data }, e);
+    }
+    return { metadata };
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function fsProblem(e: unknown): string {
