@@ -25,9 +25,8 @@
  * by entry anyway (testbed.json `fragile.pruneMaskDiffering`).
  */
 import { DikeError } from '../errors.js';
-import type { Checkpoint } from '../model/checkpoint.js';
+import type { Checkpoint, Param } from '../model/checkpoint.js';
 import type { LinearInfo } from '../model/arch/types.js';
-import type { Param } from '../model/checkpoint.js';
 import { applyRecipe, parseRecipe } from '../compress/recipe.js';
 import { walkCalibration } from '../compress/calibrate.js';
 
